@@ -1,0 +1,51 @@
+# Atrium — every command a user or CI needs. `make help` lists them.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Build caches live outside the checkout so fresh clones (CI) reuse them.
+export ATRIUM_CACHE ?= $(HOME)/.cache/atrium
+export CARGO_TARGET_DIR ?= $(ATRIUM_CACHE)/cargo-target
+CLUSTER_DIR := $(CURDIR)/target/cluster
+KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: ## build the local control plane binaries and helm (cached; only what is missing)
+	@hack/cluster/build.sh >/dev/null
+
+.PHONY: cluster
+cluster: ## start the local control plane (kubeconfig: target/cluster/kubeconfig)
+	@hack/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## stop the local control plane and remove its state
+	@hack/cluster/down.sh
+
+.PHONY: build
+build: ## build the operator and the router (debug)
+	cargo build --workspace --bins
+
+.PHONY: crds
+crds: ## regenerate crds/ from the API types
+	cargo run --quiet --bin crdgen -- crds
+
+.PHONY: lint
+lint: ## rustfmt and clippy, warnings are errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+.PHONY: run
+run: ## run the operator against $$KUBECONFIG (default: the local cluster)
+	KUBECONFIG=$${KUBECONFIG:-$(KUBECONFIG_LOCAL)} cargo run --bin atrium-operator
+
+.PHONY: test
+test: ## everything: lint, unit and integration tests on a fresh local control plane
+	@hack/test.sh
+
+.PHONY: bench-router
+bench-router: ## router vs direct backend on loopback; writes docs/benchmarks.md
+	@router/bench/run.sh
