@@ -1,0 +1,111 @@
+//! What every integration test needs: a client from `KUBECONFIG`, a namespace of its own that is
+//! removed afterwards, and waiting for a condition with a timeout (never a bare sleep).
+
+use std::{fmt::Debug, future::Future, time::Duration};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::{
+    Api, Client, Resource,
+    api::{DeleteParams, PostParams},
+    runtime::wait::{Condition, await_condition},
+};
+use serde::de::DeserializeOwned;
+
+/// A client for the cluster `make test` started. Fails loudly (rather than skipping) without one.
+pub async fn client() -> Client {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        panic!("integration tests need a cluster: run them with `make test` (or `make cluster` and KUBECONFIG=target/cluster/kubeconfig)");
+    }
+    Client::try_default().await.expect("a client from KUBECONFIG")
+}
+
+/// A short random suffix, so cluster-scoped names of concurrent tests never collide.
+pub fn unique(prefix: &str) -> String {
+    let n: u32 = rand::random();
+    format!("{prefix}-{n:08x}")
+}
+
+/// A namespace owned by one test: created with its `default` ServiceAccount in place (the
+/// ServiceAccount admission plugin refuses pods before that), deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        let name = unique(prefix);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "atrium.dev/test": "true" } }
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_for(&sas, "default", Duration::from_secs(30), |sa: Option<&ServiceAccount>| sa.is_some()).await;
+        Self { name, client }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot be async and tests may run on a current-thread runtime: delete from a
+        // thread of our own with its own small runtime.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(client) = Client::try_default().await {
+                    let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Waits until `cond` holds for the named object, or panics after `timeout` showing the last
+/// state seen.
+pub async fn wait_for<K, C>(api: &Api<K>, name: &str, timeout: Duration, cond: C) -> Option<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    C: Condition<K>,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(obj)) => obj,
+        Ok(Err(e)) => panic!("watching {name}: {e}"),
+        Err(_) => {
+            let last = api.get_opt(name).await.ok().flatten();
+            panic!("timed out after {timeout:?} waiting for {name}; last seen: {last:#?}")
+        }
+    }
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `timeout` with `what`. For conditions
+/// that span several objects (a watch on one object cannot express them).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests against the real kube-apiserver of the local control plane.
+//!
+//! `make test` starts the control plane and sets `KUBECONFIG`; each test gets its own namespace.
+//! All of them live in one test binary so the (large) kube dependency graph links once.
+
+mod harness;
+
+mod cluster_smoke;
