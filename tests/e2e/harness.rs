@@ -109,3 +109,85 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Applies Atrium's CRDs (as generated from the types) and waits until they are served.
+pub async fn install_crds() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::{
+        ResourceExt,
+        api::{Patch, PatchParams},
+        runtime::wait::conditions,
+    };
+    let crds: Api<CustomResourceDefinition> = Api::all(client().await);
+    for crd in atrium::api::all_crds() {
+        let name = crd.name_any();
+        crds.patch(&name, &PatchParams::apply("atrium-tests").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        wait_for(&crds, &name, Duration::from_secs(30), conditions::is_crd_established()).await;
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body), or `None` when nothing answers.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// An `atrium-operator` process (the binary Cargo built for these tests), killed when dropped.
+pub struct Operator {
+    pub child: std::process::Child,
+    pub http_port: u16,
+}
+
+impl Operator {
+    /// Starts the operator with `args` added to its defaults (text logs to `target/e2e-logs/`).
+    pub fn start(log_name: &str, args: &[&str]) -> Self {
+        let http_port = free_port();
+        let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = std::fs::File::create(logs.join(format!("{log_name}.log"))).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_atrium-operator"))
+            .arg(format!("--http-addr=127.0.0.1:{http_port}"))
+            .args(args)
+            .env("RUST_LOG", "info,kube=warn,atrium=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start atrium-operator");
+        Self { child, http_port }
+    }
+
+    /// The value of an unlabelled metric (or the sum over a metric's label sets).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (status, body) = http_get(self.http_port, "/metrics").await?;
+        (status == 200).then(|| {
+            body.lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        })
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -5,4 +5,6 @@
 
 mod harness;
 
+mod api_validation;
 mod cluster_smoke;
+mod operator;

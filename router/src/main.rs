@@ -1,0 +1,85 @@
+//! `atrium-router`: the inference router process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use atrium_router::server::{Options, Router};
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Atrium's inference router: keys, traffic split, mirroring, timeouts and concurrency limits in
+/// front of a ModelDeployment's deployments.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Data port: every request is proxied to a deployment.
+    #[arg(long, env = "ATRIUM_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Admin port: /healthz, /readyz, /metrics.
+    #[arg(long, env = "ATRIUM_ROUTER_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    admin_listen: SocketAddr,
+    /// Router configuration (JSON written by the operator); re-read every second.
+    #[arg(long, env = "ATRIUM_ROUTER_CONFIG")]
+    config: PathBuf,
+    /// Directory holding the key files `primary` and `secondary`; re-read every second.
+    #[arg(long, env = "ATRIUM_ROUTER_KEYS_DIR")]
+    keys_dir: Option<PathBuf>,
+    /// Longest wait for in-flight requests after SIGTERM, in seconds.
+    #[arg(long, env = "ATRIUM_ROUTER_DRAIN_TIMEOUT", default_value_t = 25)]
+    drain_timeout_seconds: u64,
+    /// Log format.
+    #[arg(long, env = "ATRIUM_ROUTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // RUST_LOG overrides; e.g. `atrium_router::access=off` silences access logs.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs.init(),
+    }
+
+    let router = Router::bind(Options {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        config: args.config,
+        keys_dir: args.keys_dir,
+        reload_interval: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
+    })
+    .await?;
+    tracing::info!(
+        listen = %router.data_addr()?,
+        admin_listen = %router.admin_addr()?,
+        "atrium-router started"
+    );
+    router.run(shutdown_signal()).await;
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (a terminal). If the handlers cannot be installed the router
+/// runs until killed, which is what it would do without them.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::warn!("cannot install signal handlers; graceful shutdown is disabled");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,11 @@
+//! The toolkit every controller shares: naming, labels, apply and prune, conditions, backoff,
+//! metrics, leader election and resilient watches. One implementation of each.
+
+pub mod apply;
+pub mod backoff;
+pub mod conditions;
+pub mod labels;
+pub mod leader;
+pub mod metrics;
+pub mod naming;
+pub mod watch;
