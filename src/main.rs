@@ -15,7 +15,9 @@ use atrium::{
     },
 };
 use clap::{Parser, ValueEnum};
-use k8s_openapi::{api::coordination::v1::Lease, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition};
+use k8s_openapi::{
+    api::coordination::v1::Lease, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -88,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
     let opts = RunOptions { concurrency: args.concurrency, object_selector: args.object_selector.clone() };
 
     if !args.leader_elect {
+        metrics.set_leader(true);
         health.set_leader(true, controller::COUNT);
         controller::run_all(ctx, opts, shutdown.clone()).await;
     } else {
@@ -179,5 +182,7 @@ async fn shutdown_on_signal(token: CancellationToken) {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "atrium".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "atrium".into())
 }

@@ -11,16 +11,18 @@ pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// CEL rule: the string is a DNS-1123 label (the shape of namespace and Service names).
 pub(crate) const DNS_LABEL_RULE: &str = "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
-pub(crate) const DNS_LABEL_MESSAGE: &str = "must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit";
+pub(crate) const DNS_LABEL_MESSAGE: &str =
+    "must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit";
 
 /// CEL rule: a path relative to the workspace storage root that cannot escape it.
-pub(crate) const STORAGE_PATH_RULE: &str =
-    "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')";
-pub(crate) const STORAGE_PATH_MESSAGE: &str = "must be a path relative to the workspace storage, such as 'datasets/iris': no leading '/' and no '..'";
+pub(crate) const STORAGE_PATH_RULE: &str = "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')";
+pub(crate) const STORAGE_PATH_MESSAGE: &str =
+    "must be a path relative to the workspace storage, such as 'datasets/iris': no leading '/' and no '..'";
 
 /// CEL rule: a model registry name (Azure ML's model naming rules).
 pub(crate) const MODEL_NAME_RULE: &str = "self.matches('^[A-Za-z0-9][-A-Za-z0-9_.]*$')";
-pub(crate) const MODEL_NAME_MESSAGE: &str = "must start with a letter or digit and contain only letters, digits, '-', '_' and '.'";
+pub(crate) const MODEL_NAME_MESSAGE: &str =
+    "must start with a letter or digit and contain only letters, digits, '-', '_' and '.'";
 
 /// CEL rule on a map of quantities: every value parses as a Kubernetes quantity.
 pub(crate) const QUANTITY_MAP_RULE: &str = "self.all(k, isQuantity(string(self[k])))";

@@ -15,9 +15,10 @@ fn default_idle_time_before_scale_down() -> i64 {
     120
 }
 
-/// A ComputeCluster is a pool of instances of one instance type for training runs, like an
-/// Azure ML compute cluster. It keeps `minInstances` warm and admits at most `maxInstances`
-/// busy instances at a time; further runs wait in `Queued`, first come first served.
+/// The desired state of a ComputeCluster: its instance type, how many instances it keeps warm
+/// and how many it runs at most.
+// clippy reads the `type_ = ...` of several printcolumn(...) lists as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "atrium.dev",
@@ -79,7 +80,8 @@ fn default_idle_time_before_scale_down() -> i64 {
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minInstances <= self.maxInstances")
-    .message("minInstances cannot be greater than maxInstances"))]
+    .message("minInstances cannot be greater than maxInstances")
+    .field_path(".minInstances"))]
 pub struct ComputeClusterSpec {
     /// Name of the InstanceType of one instance. Defaults to `defaultinstancetype`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,8 +15,9 @@ pub const DEFAULT_INSTANCE_TYPE: &str = "defaultinstancetype";
 /// Reason: no node matches the instance type's selector and fits its requests.
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
 
-/// An InstanceType is the size of one instance of compute, like an Azure ML VM size: the
-/// resources of one pod and the nodes it may run on. Compute clusters and deployments name one.
+/// The definition of an InstanceType: the resources of one instance and the nodes it may run on.
+// clippy reads the `type_ = ...` of several printcolumn(...) lists as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "atrium.dev",
@@ -107,12 +108,8 @@ pub struct InstanceTypeStatus {
 /// The `defaultinstancetype` installed with the operator: requests 100m CPU and 2Gi memory,
 /// limits 2 CPU and 2Gi memory, on any node.
 pub fn default_instance_type() -> InstanceType {
-    let quantities = |pairs: [(&str, &str); 2]| {
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), Quantity(v.to_owned())))
-            .collect()
-    };
+    let quantities =
+        |pairs: [(&str, &str); 2]| pairs.into_iter().map(|(k, v)| (k.to_owned(), Quantity(v.to_owned()))).collect();
     InstanceType::new(
         DEFAULT_INSTANCE_TYPE,
         InstanceTypeSpec {

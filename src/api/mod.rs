@@ -90,16 +90,13 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
 }
 
 /// The CustomResourceDefinition of one kind, with its schema tidied: no `nullable` (a `null`
-/// is pruned like an absent field, so schema defaults still apply), no schemars `title`, and no
-/// empty `required`, `enum` or `properties` that the API server would drop.
+/// is pruned like an absent field, so schema defaults still apply), no schemars `title`,
+/// descriptions reflowed into paragraphs, and no empty `required`, `enum` or `properties` that
+/// the API server would drop.
 pub fn crd<K: CustomResourceExt>() -> CustomResourceDefinition {
     let mut crd = K::crd();
     for version in &mut crd.spec.versions {
-        let Some(schema) = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-        else {
+        let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else {
             continue;
         };
         let mut value = serde_json::to_value(&*schema).expect("a JSONSchemaProps serializes");
@@ -120,6 +117,15 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
     format!("# Generated from src/api by `make crds`; do not edit.\n{yaml}")
 }
 
+/// Joins the lines of each paragraph of a doc comment, so `kubectl explain` can wrap the text to
+/// the terminal; paragraphs stay separated by a blank line.
+fn reflow(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| paragraph.lines().map(str::trim).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 /// Recursively removes what the API server would not store from a schema node.
 fn tidy_schema(schema: &mut Value) {
     let Value::Object(node) = schema else {
@@ -127,6 +133,9 @@ fn tidy_schema(schema: &mut Value) {
     };
     node.remove("nullable");
     node.remove("title");
+    if let Some(Value::String(description)) = node.get_mut("description") {
+        *description = reflow(description);
+    }
     for key in ["required", "enum"] {
         if node.get(key).and_then(Value::as_array).is_some_and(Vec::is_empty) {
             node.remove(key);
@@ -213,10 +222,7 @@ mod tests {
                 (crd.spec.names.kind, crd.spec.scope, short)
             })
             .collect();
-        let expected: Vec<_> = expected
-            .iter()
-            .map(|(k, s, n)| (k.to_string(), s.to_string(), n.to_string()))
-            .collect();
+        let expected: Vec<_> = expected.iter().map(|(k, s, n)| (k.to_string(), s.to_string(), n.to_string())).collect();
         assert_eq!(actual, expected);
     }
 
@@ -253,10 +259,7 @@ mod tests {
             let kind = crd.spec.names.kind.clone();
             walk(&kind, &schema(&crd), &mut |path, node| {
                 let description = node.get("description").and_then(Value::as_str);
-                if !path.ends_with("[]")
-                    && !path.ends_with("{}")
-                    && description.is_none_or(|d| d.trim().is_empty())
-                {
+                if !path.ends_with("[]") && !path.ends_with("{}") && description.is_none_or(|d| d.trim().is_empty()) {
                     undocumented.push(path.to_owned());
                 }
             });
@@ -292,6 +295,11 @@ mod tests {
     }
 
     #[test]
+    fn reflow_joins_lines_and_keeps_paragraphs() {
+        assert_eq!(reflow("one\ntwo\n\nthree\n  four"), "one two\n\nthree four");
+    }
+
+    #[test]
     fn crd_yaml_is_deterministic() {
         let first: Vec<_> = all_crds().iter().map(crd_yaml).collect();
         let second: Vec<_> = all_crds().iter().map(crd_yaml).collect();
@@ -322,14 +330,27 @@ mod tests {
     }
 
     #[test]
+    fn objects_built_in_rust_serialize_without_empty_fields() {
+        let ws = Workspace::new("team-a", WorkspaceSpec::default());
+        assert_eq!(
+            serde_json::to_value(&ws).unwrap(),
+            serde_json::json!({
+                "apiVersion": "atrium.dev/v1alpha1",
+                "kind": "Workspace",
+                "metadata": {"name": "team-a"},
+                "spec": {"deletionPolicy": "Retain"},
+            })
+        );
+        let back: Workspace = serde_json::from_value(serde_json::to_value(&ws).unwrap()).unwrap();
+        assert_eq!(back, ws);
+    }
+
+    #[test]
     fn status_serializes_only_what_is_set() {
         let status = model_deployment::ModelDeploymentStatus {
             scoring_uri: Some("http://blue.team-a".into()),
             ..Default::default()
         };
-        assert_eq!(
-            serde_json::to_value(status).unwrap(),
-            serde_json::json!({"scoringUri": "http://blue.team-a"})
-        );
+        assert_eq!(serde_json::to_value(status).unwrap(), serde_json::json!({"scoringUri": "http://blue.team-a"}));
     }
 }

@@ -6,8 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Condition, MODEL_NAME_MESSAGE, MODEL_NAME_RULE, STORAGE_PATH_MESSAGE, STORAGE_PATH_RULE,
-    model_version_ref,
+    Condition, MODEL_NAME_MESSAGE, MODEL_NAME_RULE, STORAGE_PATH_MESSAGE, STORAGE_PATH_RULE, model_version_ref,
 };
 
 /// Reason: an older Model has the same model name (ignoring case) and version.
@@ -17,8 +16,10 @@ fn default_format() -> String {
     "custom".to_owned()
 }
 
-/// A Model is one registered version of a model, like a version in the Azure ML model
-/// registry. Only `description` and `tags` can change after creation.
+/// The definition of a registered model version: its name, version, files and format. Only
+/// `description` and `tags` can be changed after creation.
+// clippy reads the `type_ = ...` of several printcolumn(...) lists as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "atrium.dev",
@@ -44,18 +45,8 @@ fn default_format() -> String {
         json_path = ".spec.model",
         description = "The model's registry name"
     ),
-    printcolumn(
-        name = "Version",
-        type_ = "integer",
-        json_path = ".spec.version",
-        description = "The model version"
-    ),
-    printcolumn(
-        name = "Format",
-        type_ = "string",
-        json_path = ".spec.format",
-        description = "The model format"
-    ),
+    printcolumn(name = "Version", type_ = "integer", json_path = ".spec.version", description = "The model version"),
+    printcolumn(name = "Format", type_ = "string", json_path = ".spec.format", description = "The model format"),
     printcolumn(
         name = "URI",
         type_ = "string",

@@ -14,8 +14,7 @@ use super::common::{Condition, DNS_LABEL_MESSAGE, DNS_LABEL_RULE, ModelReference
 pub const TRAFFIC_VALID: &str = "TrafficValid";
 
 /// Image of the `AzureML` runtime when `environment.image` is not given.
-pub const DEFAULT_AZUREML_IMAGE: &str =
-    "mcr.microsoft.com/azureml/minimal-ubuntu22.04-py39-cpu-inference:latest";
+pub const DEFAULT_AZUREML_IMAGE: &str = "mcr.microsoft.com/azureml/minimal-ubuntu22.04-py39-cpu-inference:latest";
 
 fn default_port() -> i32 {
     80
@@ -41,9 +40,10 @@ fn default_max_queue_wait_ms() -> i32 {
     500
 }
 
-/// A ModelDeployment is an online endpoint, like an Azure ML managed online endpoint: one
-/// scoring URI with key authentication, and up to 10 deployments of a model and scoring script
-/// behind it that share its traffic.
+/// The desired state of a ModelDeployment: how the endpoint is authenticated and exposed, its
+/// deployments, and how live and mirrored traffic is split between them.
+// clippy reads the `type_ = ...` of several printcolumn(...) lists as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "atrium.dev",
@@ -88,13 +88,17 @@ fn default_max_queue_wait_ms() -> i32 {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.traffic) || self.traffic.all(k, self.deployments.exists(d, d.name == k))")
-        .message("every key of traffic must be the name of a deployment in spec.deployments"),
+        .message("every key of traffic must be the name of a deployment in spec.deployments")
+        .field_path(".traffic"),
     validation = Rule::new("!has(self.mirrorTraffic) || self.mirrorTraffic.all(k, self.deployments.exists(d, d.name == k))")
-        .message("every key of mirrorTraffic must be the name of a deployment in spec.deployments"),
+        .message("every key of mirrorTraffic must be the name of a deployment in spec.deployments")
+        .field_path(".mirrorTraffic"),
     validation = Rule::new("!has(self.traffic) || self.traffic.map(k, self.traffic[k]).sum() in [0, 100]")
-        .message("traffic percentages must add up to 100, or to 0 to stop live traffic"),
+        .message("traffic percentages must add up to 100, or to 0 to stop live traffic")
+        .field_path(".traffic"),
     validation = Rule::new("!has(self.mirrorTraffic) || !has(self.traffic) || self.mirrorTraffic.all(k, !(k in self.traffic) || self.traffic[k] == 0)")
-        .message("a deployment is either live or mirrored, not both: a deployment in mirrorTraffic cannot have traffic above 0"),
+        .message("a deployment is either live or mirrored, not both: a deployment in mirrorTraffic cannot have traffic above 0")
+        .field_path(".mirrorTraffic"),
 )]
 pub struct ModelDeploymentSpec {
     /// `Key` (the default): requests need `Authorization: Bearer <key>` with one of the two
@@ -176,11 +180,7 @@ pub struct Exposure {
 
 impl Default for Exposure {
     fn default() -> Self {
-        Self {
-            type_: ExposureType::default(),
-            port: default_port(),
-            annotations: BTreeMap::new(),
-        }
+        Self { type_: ExposureType::default(), port: default_port(), annotations: BTreeMap::new() }
     }
 }
 
@@ -284,9 +284,7 @@ impl OnlineDeployment {
     pub fn effective_image(&self) -> Option<&str> {
         match self.environment.as_ref().and_then(|e| e.image.as_deref()) {
             Some(image) => Some(image),
-            None if self.effective_runtime().type_ == RuntimeType::AzureML => {
-                Some(DEFAULT_AZUREML_IMAGE)
-            }
+            None if self.effective_runtime().type_ == RuntimeType::AzureML => Some(DEFAULT_AZUREML_IMAGE),
             None => None,
         }
     }
@@ -414,7 +412,8 @@ pub enum RuntimeType {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minInstances <= self.maxInstances")
-    .message("minInstances cannot be greater than maxInstances"))]
+    .message("minInstances cannot be greater than maxInstances")
+    .field_path(".minInstances"))]
 pub struct Scale {
     /// The fewest instances. Defaults to 1.
     #[serde(default = "one")]
@@ -586,8 +585,7 @@ mod tests {
 
     #[test]
     fn minimal_spec_round_trips() {
-        let spec: ModelDeploymentSpec =
-            serde_json::from_value(json!({"deployments": [{"name": "blue"}]})).unwrap();
+        let spec: ModelDeploymentSpec = serde_json::from_value(json!({"deployments": [{"name": "blue"}]})).unwrap();
         assert_eq!(spec.auth_mode, AuthMode::Key);
         assert_eq!(spec.deployments, [OnlineDeployment::named("blue")]);
         assert_eq!(
@@ -630,9 +628,6 @@ mod tests {
         assert_eq!(runtime.type_, RuntimeType::AzureML);
         assert_eq!(runtime.effective_scoring_path(), Some("/score"));
         assert_eq!(runtime.effective_liveness_path(), Some("/"));
-        assert_eq!(
-            OnlineDeployment::named("blue").effective_image(),
-            Some(DEFAULT_AZUREML_IMAGE)
-        );
+        assert_eq!(OnlineDeployment::named("blue").effective_image(), Some(DEFAULT_AZUREML_IMAGE));
     }
 }

@@ -10,8 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Condition, MODEL_NAME_MESSAGE, MODEL_NAME_RULE, ModelReference, STORAGE_PATH_MESSAGE,
-    STORAGE_PATH_RULE,
+    Condition, MODEL_NAME_MESSAGE, MODEL_NAME_RULE, ModelReference, STORAGE_PATH_MESSAGE, STORAGE_PATH_RULE,
 };
 
 fn default_experiment() -> String {
@@ -22,8 +21,10 @@ fn default_instance_count() -> i32 {
     1
 }
 
-/// A TrainingRun is one run of a training script on a compute cluster, like an Azure ML job.
-/// Its spec cannot change after creation; the object is the run's record.
+/// The definition of a TrainingRun: what to run, on which compute cluster, with which code and
+/// inputs. It cannot be changed after creation.
+// clippy reads the `type_ = ...` of several printcolumn(...) lists as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "atrium.dev",

@@ -8,8 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Condition, ContainerResources, DNS_LABEL_MESSAGE, DNS_LABEL_RULE, MAX_QUANTITY_LENGTH,
-    MAX_RESOURCE_NAMES,
+    Condition, ContainerResources, DNS_LABEL_MESSAGE, DNS_LABEL_RULE, MAX_QUANTITY_LENGTH, MAX_RESOURCE_NAMES,
     QUANTITY_MAP_MESSAGE, QUANTITY_MAP_RULE,
 };
 
@@ -30,9 +29,10 @@ pub const REASON_NAMESPACE_CONFLICT: &str = "NamespaceConflict";
 /// Storage size used when `spec.storage.size` is not given.
 pub const DEFAULT_STORAGE_SIZE: &str = "10Gi";
 
-/// A Workspace is the top-level home of a team's machine learning: its namespace, access
-/// roles, quotas, default storage and registry credentials. Compute clusters, training runs,
-/// models and deployments live in the workspace namespace.
+/// The desired state of a Workspace: its namespace, access roles, quota, default storage,
+/// registry credentials and network isolation.
+// clippy reads the `type_ = ...` of several printcolumn(...) lists as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "atrium.dev",
@@ -84,12 +84,12 @@ pub const DEFAULT_STORAGE_SIZE: &str = "10Gi";
         "has(self.spec.__namespace__) || (size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))"
     ).message(
         "metadata.name cannot be used as the namespace name (a DNS label of at most 63 characters): set spec.namespace"
-    ),
+    ).field_path(".spec.namespace"),
     validation = Rule::new(
         "(has(self.spec.__namespace__) ? self.spec.__namespace__ : self.metadata.name) == (has(oldSelf.spec.__namespace__) ? oldSelf.spec.__namespace__ : oldSelf.metadata.name)"
     ).message(
         "spec.namespace cannot be changed: a workspace keeps the namespace it was created with; create a new Workspace for another namespace"
-    )
+    ).field_path(".spec.namespace")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceSpec {
@@ -240,7 +240,8 @@ pub struct WorkspaceQuota {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
     "!has(self.existingClaim) || !(has(self.size) || has(self.storageClassName) || has(self.accessModes))"
-).message("existingClaim uses a claim you manage: size, storageClassName and accessModes cannot be set with it"))]
+).message("existingClaim uses a claim you manage: size, storageClassName and accessModes cannot be set with it")
+.field_path(".existingClaim"))]
 pub struct WorkspaceStorage {
     /// Size of the claim to create. Defaults to 10Gi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -271,18 +272,12 @@ pub struct WorkspaceStorage {
 impl WorkspaceStorage {
     /// The size in effect for a claim Atrium creates.
     pub fn effective_size(&self) -> Quantity {
-        self.size
-            .clone()
-            .unwrap_or_else(|| Quantity(DEFAULT_STORAGE_SIZE.to_owned()))
+        self.size.clone().unwrap_or_else(|| Quantity(DEFAULT_STORAGE_SIZE.to_owned()))
     }
 
     /// The access modes in effect for a claim Atrium creates.
     pub fn effective_access_modes(&self) -> Vec<AccessMode> {
-        if self.access_modes.is_empty() {
-            vec![AccessMode::ReadWriteOnce]
-        } else {
-            self.access_modes.clone()
-        }
+        if self.access_modes.is_empty() { vec![AccessMode::ReadWriteOnce] } else { self.access_modes.clone() }
     }
 }
 
@@ -406,10 +401,7 @@ mod tests {
     fn minimal_spec_round_trips_without_empty_fields() {
         let spec: WorkspaceSpec = serde_json::from_value(json!({})).unwrap();
         assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
-        assert_eq!(
-            serde_json::to_value(&spec).unwrap(),
-            json!({"deletionPolicy": "Retain"})
-        );
+        assert_eq!(serde_json::to_value(&spec).unwrap(), json!({"deletionPolicy": "Retain"}));
     }
 
     #[test]

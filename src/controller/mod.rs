@@ -72,17 +72,21 @@ pub async fn run<K, F, Fut>(
     if let Some(sel) = &opts.object_selector {
         wc = wc.labels(sel);
     }
+    // Readiness counts this cache as synced at the first complete listing. (Awaiting
+    // `Store::wait_until_ready` beside the controller would not do: it wakes one waiter only.)
+    let health = ctx.health.clone();
+    let mut synced = false;
     let objects = lenient_watcher::<K>(ctx.client.clone(), wc, name, ctx.metrics.clone())
+        .inspect(move |event| {
+            if !synced && matches!(event, Ok(watcher::Event::InitDone)) {
+                synced = true;
+                tracing::debug!(controller = name, "cache synced");
+                health.cache_synced();
+            }
+        })
         .default_backoff()
         .reflect(writer)
         .applied_objects();
-    let synced = reader.clone();
-    let health = ctx.health.clone();
-    tokio::spawn(async move {
-        if synced.wait_until_ready().await.is_ok() {
-            health.cache_synced();
-        }
-    });
     let controller = Controller::for_stream(objects, reader)
         .with_config(controller::Config::default().concurrency(opts.concurrency))
         .graceful_shutdown_on(shutdown.cancelled_owned());

@@ -44,7 +44,13 @@ where
 /// Server-side applies `status` to the status subresource of `obj` unless it already equals the
 /// live status. `status` is the whole status this controller owns; fields it leaves out are
 /// removed. Returns whether a write was made.
-pub async fn apply_status<K, S>(api: &Api<K>, manager: &str, obj: &K, current: Option<&S>, status: &S) -> kube::Result<bool>
+pub async fn apply_status<K, S>(
+    api: &Api<K>,
+    manager: &str,
+    obj: &K,
+    current: Option<&S>,
+    status: &S,
+) -> kube::Result<bool>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
     S: Serialize + PartialEq,

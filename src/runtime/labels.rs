@@ -48,7 +48,10 @@ pub fn child_labels<K: Resource<DynamicType = ()>>(owner: &K, component: &str) -
 
 /// The controller owner reference to `owner`, or `None` where one is not allowed: a namespaced
 /// owner can only own children in its own namespace (cluster-scoped owners own anything).
-pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K, child_namespace: Option<&str>) -> Option<OwnerReference> {
+pub fn controller_ref<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    child_namespace: Option<&str>,
+) -> Option<OwnerReference> {
     match (owner.meta().namespace.as_deref(), child_namespace) {
         (Some(own), Some(child)) if own != child => None,
         (Some(_), None) => None,

@@ -145,7 +145,8 @@ impl LeaderElector {
         let holder = spec.holder_identity.as_deref().unwrap_or("");
         let ours = holder == self.cfg.identity;
         if !ours && !holder.is_empty() {
-            let their_duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(duration_secs).max(1) as u64);
+            let their_duration =
+                Duration::from_secs(spec.lease_duration_seconds.unwrap_or(duration_secs).max(1) as u64);
             let seen_at = self.observed.as_ref().map(|(_, at)| *at).unwrap_or_else(Instant::now);
             if seen_at.elapsed() < their_duration {
                 return Ok(false);

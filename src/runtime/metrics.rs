@@ -40,7 +40,11 @@ impl Default for Metrics {
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run, by controller", reconciles.clone());
         registry.register("reconcile_errors", "Failed reconciles, by controller and reason", errors.clone());
-        registry.register("reconcile_duration_seconds", "Time spent in one reconcile, by controller", durations.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile, by controller",
+            durations.clone(),
+        );
         registry.register(
             "undecodable_objects",
             "Objects skipped because they could not be decoded, by controller",
@@ -90,6 +94,9 @@ mod tests {
         let text = m.render();
         assert!(text.contains("atrium_reconciles_total{controller=\"workspace\"} 1"), "{text}");
         assert!(text.contains("atrium_reconcile_errors_total{controller=\"workspace\",reason=\"kube\"} 1"), "{text}");
-        assert!(text.contains("atrium_reconcile_duration_seconds_bucket{le=\"0.005\",controller=\"workspace\"} 1"), "{text}");
+        assert!(
+            text.contains("atrium_reconcile_duration_seconds_bucket{le=\"0.005\",controller=\"workspace\"} 1"),
+            "{text}"
+        );
     }
 }

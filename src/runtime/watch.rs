@@ -63,12 +63,14 @@ mod tests {
 
     #[test]
     fn a_bad_object_does_not_decode_but_a_good_one_does() {
-        let good: DynamicObject =
-            serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}}))
-                .unwrap();
-        let bad: DynamicObject =
-            serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}, "data": {"k": 3}}))
-                .unwrap();
+        let good: DynamicObject = serde_json::from_value(
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}}),
+        )
+        .unwrap();
+        let bad: DynamicObject = serde_json::from_value(
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}, "data": {"k": 3}}),
+        )
+        .unwrap();
         assert!(serde_json::to_value(good).and_then(serde_json::from_value::<ConfigMap>).is_ok());
         assert!(serde_json::to_value(bad).and_then(serde_json::from_value::<ConfigMap>).is_err());
     }

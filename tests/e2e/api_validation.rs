@@ -36,19 +36,40 @@ async fn invalid_manifests_are_rejected_with_readable_messages() {
     install_crds().await;
     let ns = TestNamespace::new("cel").await;
     let c = client().await;
-    let clusters = Api::<DynamicObject>::namespaced_with(c.clone(), &ns.name, &resource("ComputeCluster", "computeclusters"));
-    let deps = Api::<DynamicObject>::namespaced_with(c.clone(), &ns.name, &resource("ModelDeployment", "modeldeployments"));
+    let clusters =
+        Api::<DynamicObject>::namespaced_with(c.clone(), &ns.name, &resource("ComputeCluster", "computeclusters"));
+    let deps =
+        Api::<DynamicObject>::namespaced_with(c.clone(), &ns.name, &resource("ModelDeployment", "modeldeployments"));
     let runs = Api::<DynamicObject>::namespaced_with(c.clone(), &ns.name, &resource("TrainingRun", "trainingruns"));
 
     // (what is wrong, api, object, words the message must contain)
     let cases: Vec<(&str, &Api<DynamicObject>, DynamicObject, &[&str])> = vec![
-        ("min > max", &clusters, obj("ComputeCluster", "minmax", json!({ "minInstances": 5, "maxInstances": 2 })), &["minInstances", "maxInstances"]),
-        ("a negative count", &clusters, obj("ComputeCluster", "negative", json!({ "minInstances": -1 })), &["minInstances"]),
-        ("an unknown enum value", &clusters, obj("ComputeCluster", "tier", json!({ "tier": "Spot" })), &["tier", "Dedicated"]),
+        (
+            "min > max",
+            &clusters,
+            obj("ComputeCluster", "minmax", json!({ "minInstances": 5, "maxInstances": 2 })),
+            &["minInstances", "maxInstances"],
+        ),
+        (
+            "a negative count",
+            &clusters,
+            obj("ComputeCluster", "negative", json!({ "minInstances": -1 })),
+            &["minInstances"],
+        ),
+        (
+            "an unknown enum value",
+            &clusters,
+            obj("ComputeCluster", "tier", json!({ "tier": "Spot" })),
+            &["tier", "Dedicated"],
+        ),
         (
             "traffic 60 + 30",
             &deps,
-            obj("ModelDeployment", "traffic", json!({ "deployments": [deployment("blue"), deployment("green")], "traffic": { "blue": 60, "green": 30 } })),
+            obj(
+                "ModelDeployment",
+                "traffic",
+                json!({ "deployments": [deployment("blue"), deployment("green")], "traffic": { "blue": 60, "green": 30 } }),
+            ),
             &["100"],
         ),
         (
@@ -61,9 +82,28 @@ async fn invalid_manifests_are_rejected_with_readable_messages() {
             ),
             &["mirror"],
         ),
-        ("an uppercase deployment name", &deps, obj("ModelDeployment", "upper", json!({ "deployments": [deployment("Blue")] })), &["name"]),
-        ("an unknown auth mode", &deps, obj("ModelDeployment", "auth", json!({ "authMode": "Token", "deployments": [deployment("blue")] })), &["authMode"]),
-        ("a negative instance count", &runs, obj("TrainingRun", "count", json!({ "image": "python:3.12", "command": ["python"], "instanceCount": -1 })), &["instanceCount"]),
+        (
+            "an uppercase deployment name",
+            &deps,
+            obj("ModelDeployment", "upper", json!({ "deployments": [deployment("Blue")] })),
+            &["name"],
+        ),
+        (
+            "an unknown auth mode",
+            &deps,
+            obj("ModelDeployment", "auth", json!({ "authMode": "Token", "deployments": [deployment("blue")] })),
+            &["authMode"],
+        ),
+        (
+            "a negative instance count",
+            &runs,
+            obj(
+                "TrainingRun",
+                "count",
+                json!({ "computeCluster": "cpu", "image": "python:3.12", "command": ["python"], "instanceCount": -1 }),
+            ),
+            &["instanceCount"],
+        ),
     ];
     for (what, api, o, words) in cases {
         let err = create(api, &o).await.expect_err(&format!("{what} must be rejected"));
@@ -77,11 +117,22 @@ async fn invalid_manifests_are_rejected_with_readable_messages() {
     let cc = clusters.get("ok").await.unwrap();
     assert_eq!(cc.data["spec"]["maxInstances"], 4);
     assert_eq!(cc.data["spec"]["minInstances"], 0);
-    create(&deps, &obj("ModelDeployment", "ok", json!({ "deployments": [deployment("blue")] }))).await.expect("one deployment is valid");
+    create(&deps, &obj("ModelDeployment", "ok", json!({ "deployments": [deployment("blue")] })))
+        .await
+        .expect("one deployment is valid");
 
     // A TrainingRun's spec is immutable.
-    create(&runs, &obj("TrainingRun", "immutable", json!({ "image": "python:3.12", "command": ["python", "train.py"] }))).await.unwrap();
-    let changed = json!({ "apiVersion": "atrium.dev/v1alpha1", "kind": "TrainingRun", "spec": { "image": "python:3.13", "command": ["python", "train.py"] } });
+    create(
+        &runs,
+        &obj(
+            "TrainingRun",
+            "immutable",
+            json!({ "computeCluster": "cpu", "image": "python:3.12", "command": ["python", "train.py"] }),
+        ),
+    )
+    .await
+    .unwrap();
+    let changed = json!({ "apiVersion": "atrium.dev/v1alpha1", "kind": "TrainingRun", "spec": { "computeCluster": "cpu", "image": "python:3.13", "command": ["python", "train.py"] } });
     let err = runs
         .patch("immutable", &PatchParams::apply("atrium-tests").force(), &Patch::Apply(&changed))
         .await
@@ -100,7 +151,11 @@ async fn cluster_scoped_kinds_validate_too() {
     assert!(err.contains("displayName"), "{err}");
     let err = create(
         &ws,
-        &obj("Workspace", &unique("ws-sa"), json!({ "access": [{ "kind": "ServiceAccount", "name": "ci", "role": "Reader" }] })),
+        &obj(
+            "Workspace",
+            &unique("ws-sa"),
+            json!({ "access": [{ "kind": "ServiceAccount", "name": "ci", "role": "Reader" }] }),
+        ),
     )
     .await
     .unwrap_err();
@@ -114,7 +169,8 @@ async fn kubectl_explain_shows_the_field_docs() {
     let kubeconfig = std::env::var("KUBECONFIG").unwrap();
     let crd = atrium::api::all_crds().into_iter().find(|c| c.spec.names.kind == "Workspace").unwrap();
     let schema = crd.spec.versions[0].schema.clone().unwrap().open_api_v3_schema.unwrap();
-    let doc = schema.properties.unwrap()["spec"].properties.clone().unwrap()["displayName"].description.clone().unwrap();
+    let doc =
+        schema.properties.unwrap()["spec"].properties.clone().unwrap()["displayName"].description.clone().unwrap();
     let first_words: String = doc.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
     // `kubectl explain` reads the published OpenAPI, which trails the CRD by a moment.
     eventually("kubectl explain to show the displayName docs", Duration::from_secs(60), || {

@@ -40,12 +40,17 @@ fn pod(name: &str, restart: &str, image: &str, annotations: serde_json::Value) -
 
 #[tokio::test]
 async fn three_ready_nodes_one_with_gpus() {
-    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client().await).list(&ListParams::default()).await.unwrap();
+    let nodes =
+        Api::<k8s_openapi::api::core::v1::Node>::all(client().await).list(&ListParams::default()).await.unwrap();
     let ready = |n: &k8s_openapi::api::core::v1::Node| {
-        n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     };
     assert!(nodes.items.iter().filter(|n| ready(n)).count() >= 3, "at least 3 Ready nodes");
-    let gpus = nodes.items.iter().filter_map(|n| n.status.as_ref()?.allocatable.as_ref()?.get("nvidia.com/gpu")).count();
+    let gpus =
+        nodes.items.iter().filter_map(|n| n.status.as_ref()?.allocatable.as_ref()?.get("nvidia.com/gpu")).count();
     assert_eq!(gpus, 1, "exactly one node has nvidia.com/gpu allocatable");
 }
 
@@ -112,12 +117,17 @@ async fn a_pod_can_be_made_to_fail() {
     assert_eq!(term.reason.as_deref(), Some("Error"));
 
     // A restarted container with an exit code crash-loops instead.
-    pods.create(&PostParams::default(), &pod("crashes", "Always", "busybox", json!({ "kwok.atrium.dev/exit-code": "1" })))
-        .await
-        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("crashes", "Always", "busybox", json!({ "kwok.atrium.dev/exit-code": "1" })),
+    )
+    .await
+    .unwrap();
     let crashing = wait_for(&pods, "crashes", T, |p: Option<&Pod>| {
-        p.and_then(|p| p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.waiting.as_ref()?.reason.clone())
-            .as_deref()
+        p.and_then(|p| {
+            p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.waiting.as_ref()?.reason.clone()
+        })
+        .as_deref()
             == Some("CrashLoopBackOff")
     })
     .await
@@ -131,8 +141,10 @@ async fn a_pod_can_be_made_to_fail() {
         .await
         .unwrap();
     let pending = wait_for(&pods, "unpullable", T, |p: Option<&Pod>| {
-        p.and_then(|p| p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.waiting.as_ref()?.reason.clone())
-            .as_deref()
+        p.and_then(|p| {
+            p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.waiting.as_ref()?.reason.clone()
+        })
+        .as_deref()
             == Some("ErrImagePull")
     })
     .await

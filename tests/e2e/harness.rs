@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 /// A client for the cluster `make test` started. Fails loudly (rather than skipping) without one.
 pub async fn client() -> Client {
     if std::env::var_os("KUBECONFIG").is_none() {
-        panic!("integration tests need a cluster: run them with `make test` (or `make cluster` and KUBECONFIG=target/cluster/kubeconfig)");
+        panic!(
+            "integration tests need a cluster: run them with `make test` (or `make cluster` and KUBECONFIG=target/cluster/kubeconfig)"
+        );
     }
     Client::try_default().await.expect("a client from KUBECONFIG")
 }
@@ -40,10 +42,7 @@ impl TestNamespace {
             "metadata": { "name": name, "labels": { "atrium.dev/test": "true" } }
         }))
         .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create test namespace");
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create test namespace");
         let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
         wait_for(&sas, "default", Duration::from_secs(30), |sa: Option<&ServiceAccount>| sa.is_some()).await;
         Self { name, client }
@@ -137,7 +136,9 @@ pub fn free_port() -> u16 {
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
