@@ -11,6 +11,7 @@ kubeconfig="$state/kubeconfig"
 log() { echo "cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
 
+command -v openssl >/dev/null || { log "installing openssl"; (apt-get update -qq && apt-get install -y -qq openssl) >/dev/null; }
 bin=$("$here/build.sh")
 kubectl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 

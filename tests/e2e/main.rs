@@ -8,3 +8,4 @@ mod harness;
 mod api_validation;
 mod cluster_smoke;
 mod operator;
+mod runtime;
