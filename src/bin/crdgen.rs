@@ -1,5 +1,5 @@
-//! Writes the CustomResourceDefinitions of every Atrium kind, one YAML file per CRD, into the
-//! directory given as the first argument (`make crds` runs `crdgen crds`).
+//! Writes the CustomResourceDefinitions of every Atrium kind, one YAML file per CRD, into each
+//! directory given as an argument (`make crds` runs `crdgen crds charts/atrium/files/crds`).
 //!
 //! Stale `*.atrium.dev.yaml` files in that directory are removed, so a renamed kind leaves no
 //! orphan behind.
@@ -12,17 +12,18 @@ use std::{env, fs, io};
 use atrium::api::{GROUP, all_crds, crd_file_name, crd_yaml};
 
 fn main() -> ExitCode {
-    let Some(dir) = env::args_os().nth(1).map(PathBuf::from) else {
-        eprintln!("usage: crdgen <output-directory>");
+    let dirs: Vec<PathBuf> = env::args_os().skip(1).map(PathBuf::from).collect();
+    if dirs.is_empty() {
+        eprintln!("usage: crdgen <output-directory>...");
         return ExitCode::from(2);
-    };
-    match generate(&dir) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
+    }
+    for dir in &dirs {
+        if let Err(err) = generate(dir) {
             eprintln!("crdgen: {}: {err}", dir.display());
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
     }
+    ExitCode::SUCCESS
 }
 
 fn generate(dir: &PathBuf) -> io::Result<()> {

@@ -1,0 +1,12 @@
+# The Atrium inference router image: a static binary on distroless/static, running as non-root.
+# Build from the repository root: docker build -f docker/router.Dockerfile -t atrium-router .
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN hack/build-release.sh /out
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/atrium-router /atrium-router
+USER 65532:65532
+EXPOSE 8080 9090
+ENTRYPOINT ["/atrium-router"]
