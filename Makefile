@@ -31,7 +31,7 @@ build: ## build the operator and the router (debug)
 
 .PHONY: crds
 crds: ## regenerate crds/ from the API types
-	cargo run --quiet --bin crdgen -- crds charts/atrium/files/crds
+	cargo run --quiet --bin crdgen
 
 .PHONY: lint
 lint: ## rustfmt and clippy, warnings are errors

@@ -7,4 +7,5 @@ pub mod api;
 pub mod context;
 pub mod controller;
 pub mod health;
+pub mod manifests;
 pub mod runtime;

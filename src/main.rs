@@ -47,6 +47,10 @@ struct Args {
     /// between operator installations, or to test one in isolation). Default: all.
     #[arg(long, env = "ATRIUM_OBJECT_SELECTOR")]
     object_selector: Option<String>,
+    /// Install the workspace ClusterRoles (owner, contributor, reader) at start. The Helm chart
+    /// installs them itself and turns this off, so the operator needs no right to write roles.
+    #[arg(long, env = "ATRIUM_INSTALL_WORKSPACE_ROLES", default_value_t = true, action = clap::ArgAction::Set)]
+    install_workspace_roles: bool,
     /// Log format.
     #[arg(long, env = "ATRIUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -87,7 +91,11 @@ async fn main() -> anyhow::Result<()> {
 
     wait_for_crds(&client, &health, &shutdown).await;
     let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), health.clone(), &identity));
-    let opts = RunOptions { concurrency: args.concurrency, object_selector: args.object_selector.clone() };
+    let opts = RunOptions {
+        concurrency: args.concurrency,
+        object_selector: args.object_selector.clone(),
+        install_workspace_roles: args.install_workspace_roles,
+    };
 
     if !args.leader_elect {
         metrics.set_leader(true);

@@ -16,7 +16,10 @@ fn lua_literal(v: &Value) -> String {
         Value::String(s) => format!("{s:?}"),
         Value::Array(items) => format!("{{{}}}", items.iter().map(lua_literal).collect::<Vec<_>>().join(", ")),
         Value::Object(m) => {
-            format!("{{{}}}", m.iter().map(|(k, v)| format!("[{k:?}] = {}", lua_literal(v))).collect::<Vec<_>>().join(", "))
+            format!(
+                "{{{}}}",
+                m.iter().map(|(k, v)| format!("[{k:?}] = {}", lua_literal(v))).collect::<Vec<_>>().join(", ")
+            )
         }
     }
 }
@@ -81,7 +84,10 @@ fn training_runs() {
         (run(json!({ "phase": "Starting" })), "Progressing"),
         (run(json!({ "phase": "Running" })), "Progressing"),
         (run(json!({ "phase": "Succeeded", "registeredModel": "iris:3" })), "Healthy"),
-        (run(json!({ "phase": "Failed", "failure": { "reason": "Error", "message": "exit", "exitCode": 3 } })), "Degraded"),
+        (
+            run(json!({ "phase": "Failed", "failure": { "reason": "Error", "message": "exit", "exitCode": 3 } })),
+            "Degraded",
+        ),
         (run(json!({ "phase": "Canceled" })), "Suspended"),
         (json!({ "metadata": { "name": "r" } }), "Progressing"),
     ];
@@ -89,7 +95,12 @@ fn training_runs() {
         let (got, message) = health("trainingrun.lua", obj.clone());
         assert_eq!(got, want, "{obj}: {message}");
     }
-    let (_, m) = health("trainingrun.lua", run(json!({ "phase": "Failed", "failure": { "reason": "OOMKilled", "message": "out of memory", "exitCode": 137 } })));
+    let (_, m) = health(
+        "trainingrun.lua",
+        run(
+            json!({ "phase": "Failed", "failure": { "reason": "OOMKilled", "message": "out of memory", "exitCode": 137 } }),
+        ),
+    );
     assert_eq!(m, "OOMKilled: out of memory (exit code 137)");
     let (_, m) = health("trainingrun.lua", run(json!({ "phase": "Succeeded", "registeredModel": "iris:3" })));
     assert_eq!(m, "Succeeded; registered model iris:3");

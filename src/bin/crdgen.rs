@@ -1,47 +1,46 @@
-//! Writes the CustomResourceDefinitions of every Atrium kind, one YAML file per CRD, into each
-//! directory given as an argument (`make crds` runs `crdgen crds charts/atrium/files/crds`).
-//!
-//! Stale `*.atrium.dev.yaml` files in that directory are removed, so a renamed kind leaves no
-//! orphan behind.
+//! Writes every generated manifest (the CRDs, and the chart's copies of them and of the workspace
+//! ClusterRoles) under the repository root given as the argument (default: the current folder).
+//! `make crds` runs it. Stale `*.yaml` files in the generated folders are removed, so a renamed
+//! kind leaves no orphan behind.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::{env, fs, io};
+use std::{
+    collections::BTreeSet,
+    env, fs, io,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use atrium::api::{GROUP, all_crds, crd_file_name, crd_yaml};
+use atrium::manifests::{DIRS, generated};
 
 fn main() -> ExitCode {
-    let dirs: Vec<PathBuf> = env::args_os().skip(1).map(PathBuf::from).collect();
-    if dirs.is_empty() {
-        eprintln!("usage: crdgen <output-directory>...");
-        return ExitCode::from(2);
-    }
-    for dir in &dirs {
-        if let Err(err) = generate(dir) {
-            eprintln!("crdgen: {}: {err}", dir.display());
-            return ExitCode::FAILURE;
+    let root = env::args_os().nth(1).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    match write_all(&root) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("crdgen: {}: {err}", root.display());
+            ExitCode::FAILURE
         }
     }
-    ExitCode::SUCCESS
 }
 
-fn generate(dir: &PathBuf) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let mut written = BTreeSet::new();
-    for crd in all_crds() {
-        let name = crd_file_name(&crd);
-        fs::write(dir.join(&name), crd_yaml(&crd))?;
-        println!("wrote {}", dir.join(&name).display());
-        written.insert(name);
+fn write_all(root: &Path) -> io::Result<()> {
+    let files = generated();
+    let wanted: BTreeSet<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+    for (path, content) in &files {
+        let full = root.join(path);
+        fs::create_dir_all(full.parent().expect("generated files live in folders"))?;
+        if fs::read_to_string(&full).ok().as_deref() != Some(content.as_str()) {
+            fs::write(&full, content)?;
+            println!("wrote {}", path.display());
+        }
     }
-
-    let suffix = format!(".{GROUP}.yaml");
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.ends_with(&suffix) && !written.contains(&name) {
-            fs::remove_file(dir.join(&name))?;
-            println!("removed stale {}", dir.join(&name).display());
+    for dir in DIRS {
+        for entry in fs::read_dir(root.join(dir))? {
+            let name = PathBuf::from(dir).join(entry?.file_name());
+            if name.extension().is_some_and(|e| e == "yaml") && !wanted.contains(&name) {
+                fs::remove_file(root.join(&name))?;
+                println!("removed stale {}", name.display());
+            }
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
+        events::EventType,
         reflector, watcher,
     },
 };
@@ -17,6 +18,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{context::Context, runtime::watch::lenient_watcher};
+
+pub mod model;
+pub mod model_deployment;
+
+pub mod compute_cluster;
+pub mod instance_type;
+pub mod training_run;
+pub mod workspace;
 
 /// Why a reconcile failed. The variant names the metric label and tells transient from not.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +36,9 @@ pub enum Error {
     /// Something the controller cannot serialize (a bug): retried with backoff.
     #[error("encoding: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A cache the reconcile reads has not had its first listing yet: retried with backoff.
+    #[error("{0}")]
+    NotSynced(#[from] crate::runtime::cache::NotSynced),
 }
 
 impl Error {
@@ -37,6 +49,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "transport",
             Error::Encode(_) => "encode",
+            Error::NotSynced(_) => "not_synced",
         }
     }
 }
@@ -51,6 +64,8 @@ pub struct RunOptions {
     pub concurrency: u16,
     /// Only objects whose labels match are reconciled.
     pub object_selector: Option<String>,
+    /// Install the workspace ClusterRoles at start (when no Helm chart does).
+    pub install_workspace_roles: bool,
 }
 
 /// Wraps a reconcile with metrics and backoff bookkeeping, and runs the controller until
@@ -98,10 +113,16 @@ pub async fn run<K, F, Fut>(
                 async move {
                     let start = Instant::now();
                     let key = object_key(obj.as_ref());
-                    let result = reconcile(obj, ctx.clone()).await;
+                    let result = reconcile(obj.clone(), ctx.clone()).await;
                     ctx.metrics.reconciled(name, start.elapsed());
-                    if result.is_ok() {
-                        ctx.backoff.reset(&key);
+                    match &result {
+                        Ok(_) => ctx.backoff.reset(&key),
+                        // One Event when an object starts failing, not one per retry.
+                        Err(e) if !ctx.backoff.is_failing(&key) => {
+                            let note = format!("{e} (retrying with backoff)");
+                            ctx.event(obj.as_ref(), EventType::Warning, "ReconcileFailed", note, "Reconcile").await;
+                        }
+                        Err(_) => {}
                     }
                     result
                 }
@@ -132,20 +153,12 @@ pub const COUNT: usize = 6;
 
 /// Runs every controller until `shutdown` is cancelled.
 pub async fn run_all(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToken) {
-    use crate::api::{ComputeCluster, InstanceType, Model, ModelDeployment, TrainingRun, Workspace};
-    // Kinds whose controller has not landed yet are watched (so the operator is ready and their
-    // objects are validated by their schemas) but not reconciled into anything.
     tokio::join!(
-        run::<Workspace, _, _>("workspace", ctx.clone(), opts.clone(), |c| c, pending, shutdown.clone()),
-        run::<InstanceType, _, _>("instancetype", ctx.clone(), opts.clone(), |c| c, pending, shutdown.clone()),
-        run::<ComputeCluster, _, _>("computecluster", ctx.clone(), opts.clone(), |c| c, pending, shutdown.clone()),
-        run::<TrainingRun, _, _>("trainingrun", ctx.clone(), opts.clone(), |c| c, pending, shutdown.clone()),
-        run::<Model, _, _>("model", ctx.clone(), opts.clone(), |c| c, pending, shutdown.clone()),
-        run::<ModelDeployment, _, _>("modeldeployment", ctx.clone(), opts.clone(), |c| c, pending, shutdown.clone()),
+        workspace::run(ctx.clone(), opts.clone(), shutdown.clone()),
+        instance_type::run(ctx.clone(), opts.clone(), shutdown.clone()),
+        compute_cluster::run(ctx.clone(), opts.clone(), shutdown.clone()),
+        training_run::run(ctx.clone(), opts.clone(), shutdown.clone()),
+        model::run(ctx.clone(), opts.clone(), shutdown.clone()),
+        model_deployment::run(ctx.clone(), opts.clone(), shutdown.clone()),
     );
-}
-
-/// The reconcile of a kind whose controller has not landed: nothing to do, no writes.
-async fn pending<K>(_obj: Arc<K>, _ctx: Arc<Context>) -> Result<Action> {
-    Ok(Action::await_change())
 }

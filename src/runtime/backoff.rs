@@ -37,6 +37,11 @@ impl Backoff {
         capped.mul_f64(jitter).min(self.max)
     }
 
+    /// Whether `key` failed since its last success.
+    pub fn is_failing(&self, key: &str) -> bool {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).contains_key(key)
+    }
+
     /// Forgets the failures of `key` (it reconciled successfully).
     pub fn reset(&self, key: &str) {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
@@ -58,7 +63,9 @@ mod tests {
         assert!(d3 >= Duration::from_secs(3) && d3 <= Duration::from_secs(5), "{d3:?}");
         // Another object is not slowed by "a".
         assert!(b.next_delay("b") <= Duration::from_millis(1250));
+        assert!(b.is_failing("a"));
         b.reset("a");
+        assert!(!b.is_failing("a"));
         assert!(b.next_delay("a") <= Duration::from_millis(1250));
     }
 

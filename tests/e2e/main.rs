@@ -4,8 +4,12 @@
 //! All of them live in one test binary so the (large) kube dependency graph links once.
 
 mod harness;
+mod helm;
 
 mod api_validation;
 mod cluster_smoke;
+mod compute;
 mod operator;
 mod runtime;
+mod serving;
+mod workspace;
