@@ -49,3 +49,11 @@ test: ## everything: lint, unit and integration tests on a fresh local control p
 .PHONY: bench-router
 bench-router: ## router vs direct backend on loopback; writes docs/benchmarks.md
 	@router/bench/run.sh
+
+.PHONY: demo
+demo: ## the quickstart end to end on the local control plane, ending in a real prediction
+	@hack/demo.sh
+
+.PHONY: demo-down
+demo-down: ## stop the demo and the local control plane
+	@hack/demo-down.sh

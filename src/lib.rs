@@ -7,5 +7,6 @@ pub mod api;
 pub mod context;
 pub mod controller;
 pub mod health;
+pub mod local;
 pub mod manifests;
 pub mod runtime;

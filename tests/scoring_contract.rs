@@ -1,8 +1,9 @@
 //! The Azure ML scoring contract, checked locally (no cluster): the serving container the operator
 //! builds for an `AzureML` deployment is run as a local process — its exact command, arguments
 //! and environment, with each volume mount mapped to a temporary folder — using the real Azure ML
-//! inference HTTP server (`azureml-inference-server-http`), a real scikit-learn model and the
-//! quickstart's real `score.py`; a POST to `/score` must return the right predictions.
+//! inference HTTP server (`azureml-inference-server-http`), a real scikit-learn model trained by
+//! the quickstart's `train.py` and its real `score.py`; a POST to `/score` must return the right
+//! predictions.
 //!
 //! The server and scikit-learn are installed with pip into a virtualenv under the target
 //! directory the first time (about a minute), then reused.
@@ -36,15 +37,8 @@ const REQUIREMENTS: [&str; 2] = ["azureml-inference-server-http>=1.5,<2", "sciki
 /// The quickstart scoring script, as a user puts it in the code ConfigMap.
 const SCORE_PY: &str = include_str!("../examples/quickstart/score.py");
 
-/// Trains a small iris classifier whose predictions are the species names, and saves it with joblib.
-const TRAIN_PY: &str = r#"
-import sys, joblib
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-iris = load_iris()
-model = LogisticRegression(max_iter=1000).fit(iris.data, iris.target_names[iris.target])
-joblib.dump(model, sys.argv[1])
-"#;
+/// The quickstart's training script: writes `model.pkl` (joblib) to `ATRIUM_OUTPUT_DIR`.
+const TRAIN_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart/train.py");
 
 /// A virtualenv with the requirements, made once and reused while the requirements stay the same.
 fn virtualenv() -> PathBuf {
@@ -91,7 +85,7 @@ fn serving_deployment() -> (ModelDeployment, Deployment) {
     md.metadata.namespace = Some("team-a".into());
     md.metadata.uid = Some("00000000-0000-0000-0000-000000000001".into());
 
-    let source = ModelSource { storage_path: Some("runs/train-iris/outputs/model".into()), uri: None };
+    let source = ModelSource { storage_path: Some("runs/train-iris/outputs".into()), uri: None };
     let storage = WorkspaceStorage::Claim { workspace: "team-a".into(), claim: "atrium-storage".into() };
     let location = locate(&source, &storage).unwrap();
     let model = ServedModel { name: "iris".into(), version: 1, location };
@@ -215,12 +209,11 @@ fn the_azureml_server_runs_the_built_container_and_scores_with_the_real_script_a
     let scratch = tempfile::tempdir().unwrap();
     let fs = Filesystem { root: scratch.path().join("container") };
 
-    // The workspace storage, with a model a training run left there.
+    // The workspace storage, with the outputs of a quickstart training run.
     let storage = scratch.path().join("storage");
-    let model_dir = storage.join("runs/train-iris/outputs/model");
-    std::fs::create_dir_all(&model_dir).unwrap();
+    let outputs = storage.join("runs/train-iris/outputs");
     let trained =
-        Command::new(venv.join("bin/python")).args(["-c", TRAIN_PY]).arg(model_dir.join("model.pkl")).output().unwrap();
+        Command::new(venv.join("bin/python")).arg(TRAIN_PY).env("ATRIUM_OUTPUT_DIR", &outputs).output().unwrap();
     assert!(trained.status.success(), "training failed: {}", String::from_utf8_lossy(&trained.stderr));
 
     let (_md, deployment) = serving_deployment();

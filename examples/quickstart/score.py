@@ -15,6 +15,8 @@ import joblib
 from azureml_inference_server_http.api.aml_response import AMLResponse
 
 MODEL_SUFFIXES = (".joblib", ".pkl")
+# The quickstart's train.py fits on scikit-learn's class indices; answers name the species.
+IRIS_SPECIES = ("setosa", "versicolor", "virginica")
 
 model = None
 
@@ -44,5 +46,12 @@ def run(raw_data):
     except (ValueError, KeyError, TypeError) as e:
         message = {"error": f'expected a JSON body {{"data": [[...], ...]}}: {e}'}
         return AMLResponse(message, 400, json_str=True)
-    predictions = model.predict(rows)
-    return {"predictions": [p.item() if hasattr(p, "item") else p for p in predictions]}
+    return {"predictions": [species(p) for p in model.predict(rows)]}
+
+
+def species(label):
+    """A species name for a class index (a model trained on names answers names already)."""
+    value = label.item() if hasattr(label, "item") else label
+    if isinstance(value, int) and 0 <= value < len(IRIS_SPECIES):
+        return IRIS_SPECIES[value]
+    return value

@@ -153,8 +153,7 @@ pub enum ConfigError {
 impl RouterConfig {
     /// Parses and validates a configuration from the JSON the operator writes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let config: RouterConfig =
-            serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: RouterConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -207,10 +206,7 @@ impl Backend {
             reason,
         })?;
         if !self.scoring_path.starts_with('/') {
-            return Err(ConfigError::InvalidScoringPath {
-                name: self.name.clone(),
-                path: self.scoring_path.clone(),
-            });
+            return Err(ConfigError::InvalidScoringPath { name: self.name.clone(), path: self.scoring_path.clone() });
         }
         if self.request_timeout_ms == 0 {
             return Err(ConfigError::ZeroTimeout(self.name.clone()));
@@ -223,8 +219,7 @@ impl Backend {
 
     /// Requests allowed in flight to this deployment at once.
     pub fn concurrency_limit(&self) -> usize {
-        let limit =
-            u64::from(self.instances) * u64::from(self.max_concurrent_requests_per_instance);
+        let limit = u64::from(self.instances) * u64::from(self.max_concurrent_requests_per_instance);
         usize::try_from(limit).unwrap_or(usize::MAX)
     }
 }
@@ -296,10 +291,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_sums() {
-        assert_eq!(
-            config(&[("blue", 60), ("green", 30)], &[]).validate(),
-            Err(ConfigError::TrafficSum(90))
-        );
+        assert_eq!(config(&[("blue", 60), ("green", 30)], &[]).validate(), Err(ConfigError::TrafficSum(90)));
         // Would wrap to 100 in u32 arithmetic.
         assert_eq!(
             config(&[("blue", u32::MAX), ("green", 101)], &[]).validate(),
@@ -332,10 +324,7 @@ mod tests {
         for url in ["https://x:443", "x.svc:80", "http://", "not a url", "http://x/p?q=1"] {
             let mut c = config(&[("blue", 100)], &[]);
             c.deployments[0].url = url.to_owned();
-            assert!(
-                matches!(c.validate(), Err(ConfigError::InvalidUrl { .. })),
-                "{url} should be refused"
-            );
+            assert!(matches!(c.validate(), Err(ConfigError::InvalidUrl { .. })), "{url} should be refused");
         }
 
         let mut c = config(&[("blue", 100)], &[]);
@@ -368,10 +357,7 @@ mod tests {
         assert_eq!(c.auth_mode, AuthMode::None);
         assert!(c.mirror_traffic.is_empty());
         let b = &c.deployments[0];
-        assert_eq!(
-            (b.scoring_path.as_str(), b.instances, b.request_timeout_ms),
-            ("/score", 1, 5000)
-        );
+        assert_eq!((b.scoring_path.as_str(), b.instances, b.request_timeout_ms), ("/score", 1, 5000));
         assert_eq!((b.max_concurrent_requests_per_instance, b.max_queue_wait_ms), (1, 500));
         assert_eq!(parse_base_url(&b.url).unwrap().prefix, "/prefix");
 

@@ -58,12 +58,17 @@ pub struct Exchange {
     uri: Uri,
     request_id: HeaderValue,
     deployment: Option<Arc<Deployment>>,
+    recorded: bool,
 }
+
+/// Status recorded for callers that went away before they got a response (nginx's convention;
+/// nothing is sent).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl Exchange {
     /// Starts timing a request.
     pub fn new(shared: Arc<Shared>, method: Method, uri: Uri, request_id: HeaderValue) -> Self {
-        Self { shared, start: Instant::now(), method, uri, request_id, deployment: None }
+        Self { shared, start: Instant::now(), method, uri, request_id, deployment: None, recorded: false }
     }
 
     /// Records the deployment chosen for the request.
@@ -86,20 +91,19 @@ impl Exchange {
         self.deployment.as_deref().map_or(NO_DEPLOYMENT, |d| d.name.as_str())
     }
 
-    /// The router's metrics.
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// Counts and logs the exchange.
+    pub fn finish(mut self, status: StatusCode, outcome: Outcome) {
+        self.record(status.as_u16(), outcome);
     }
 
-    /// Counts and logs the exchange.
-    pub fn finish(self, status: StatusCode, outcome: Outcome) {
+    fn record(&mut self, status: u16, outcome: Outcome) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
         let elapsed = self.start.elapsed();
         let metrics = &self.shared.metrics;
         let deployment = self.deployment_name();
-        metrics
-            .requests
-            .get_or_create(&RequestLabels { deployment: deployment.to_owned(), code: status.as_u16() })
-            .inc();
+        metrics.requests.get_or_create(&RequestLabels { deployment: deployment.to_owned(), code: status }).inc();
         match &self.deployment {
             Some(d) => d.duration.observe(elapsed.as_secs_f64()),
             None => metrics
@@ -112,11 +116,20 @@ impl Exchange {
             method = %self.method,
             path = self.uri.path(),
             deployment,
-            status = status.as_u16(),
-            latency_ms = elapsed.as_secs_f64() * 1e3,
+            status,
+            // Microsecond precision: more digits are noise, and make log lines longer.
+            latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
             outcome = outcome.as_str(),
             request_id = self.request_id.to_str().unwrap_or("-"),
         );
+    }
+}
+
+// A caller that disconnects while its request is queued or forwarded drops the request's future,
+// and this with it: the request is still counted and logged.
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.record(CLIENT_CLOSED_REQUEST, Outcome::CallerGone);
     }
 }
 
@@ -172,10 +185,7 @@ impl Body for TrackedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
@@ -210,8 +220,7 @@ impl Drop for TrackedBody {
     fn drop(&mut self) {
         // hyper may stop polling once `is_end_stream` says so, or drop the body because the caller
         // disconnected; either way the exchange is recorded exactly once.
-        let outcome =
-            if self.inner.is_end_stream() { Outcome::Complete } else { Outcome::CallerGone };
+        let outcome = if self.inner.is_end_stream() { Outcome::Complete } else { Outcome::CallerGone };
         self.finish(outcome);
     }
 }

@@ -48,12 +48,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Prepares a caller's headers for a deployment: no hop-by-hop headers, no `Host` (the client sets
-/// the deployment's), the caller's address appended to `X-Forwarded-For`, and — when the router
+/// the deployment's), no `Expect`, the caller's address appended to `X-Forwarded-For`, and — when the router
 /// checked it — no `Authorization`: the endpoint key is the router's business, and scoring code
 /// should never see it.
 pub fn to_upstream(headers: &mut HeaderMap, client: IpAddr, strip_authorization: bool) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
+    // The router's server answered `Expect: 100-continue` already (when it first read the body);
+    // the deployment gets the body without waiting.
+    headers.remove(header::EXPECT);
     if strip_authorization {
         headers.remove(header::AUTHORIZATION);
     }
@@ -100,8 +103,10 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("endpoint.example"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
         h.insert(FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         to_upstream(&mut h, "127.0.0.1".parse().unwrap(), true);
         assert!(!h.contains_key(header::HOST) && !h.contains_key(header::AUTHORIZATION));
+        assert!(!h.contains_key(header::EXPECT));
         assert_eq!(h[FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
 
         let mut h = HeaderMap::new();

@@ -42,12 +42,20 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // RUST_LOG overrides; e.g. `atrium_router::access=off` silences access logs.
+    // One access log line per request: write them from a separate thread, in batches, so that
+    // requests never wait on stdout. Lossy: under extreme overload lines are dropped rather than
+    // slowing the data path. The queue is preallocated: 16 Ki lines (~0.5 MiB) is about half a second
+    // at full speed. The guard flushes what is queued when main returns.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(16 * 1024)
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    // RUST_LOG overrides; e.g. `info,atrium_router::access=off` silences access logs.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match args.log_format {
         LogFormat::Json => logs.json().flatten_event(true).init(),
-        LogFormat::Text => logs.init(),
+        LogFormat::Text => logs.with_ansi(false).init(),
     }
 
     let router = Router::bind(Options {
@@ -72,9 +80,7 @@ async fn main() -> anyhow::Result<()> {
 /// runs until killed, which is what it would do without them.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::warn!("cannot install signal handlers; graceful shutdown is disabled");
         return std::future::pending().await;
     };

@@ -176,31 +176,11 @@ impl Metrics {
             "Requests holding a concurrency slot of the deployment (mirrored copies included)",
             metrics.in_flight.clone(),
         );
-        r.register(
-            "queued_requests",
-            "Requests waiting for a concurrency slot",
-            metrics.queued.clone(),
-        );
-        r.register(
-            "rejected_requests",
-            "Requests refused by the router",
-            metrics.rejected.clone(),
-        );
-        r.register(
-            "upstream_errors",
-            "Forwarded requests that failed or timed out",
-            metrics.upstream_errors.clone(),
-        );
-        r.register(
-            "mirrored_requests",
-            "Mirrored copies of requests, by outcome",
-            metrics.mirrored.clone(),
-        );
-        r.register(
-            "config_reloads",
-            "Reads of changed configuration and key files",
-            metrics.reloads.clone(),
-        );
+        r.register("queued_requests", "Requests waiting for a concurrency slot", metrics.queued.clone());
+        r.register("rejected_requests", "Requests refused by the router", metrics.rejected.clone());
+        r.register("upstream_errors", "Forwarded requests that failed or timed out", metrics.upstream_errors.clone());
+        r.register("mirrored_requests", "Mirrored copies of requests, by outcome", metrics.mirrored.clone());
+        r.register("config_reloads", "Reads of changed configuration and key files", metrics.reloads.clone());
         metrics
     }
 
@@ -211,9 +191,7 @@ impl Metrics {
 
     /// Counts a failed forward.
     pub fn upstream_error(&self, deployment: &str, reason: UpstreamError) {
-        self.upstream_errors
-            .get_or_create(&UpstreamErrorLabels { deployment: deployment.to_owned(), reason })
-            .inc();
+        self.upstream_errors.get_or_create(&UpstreamErrorLabels { deployment: deployment.to_owned(), reason }).inc();
     }
 
     /// Counts a mirrored copy's outcome.

@@ -28,13 +28,7 @@ pub struct Reloader {
 impl Reloader {
     /// A reloader for the given files; nothing is read until [`Reloader::poll`].
     pub fn new(config_path: PathBuf, keys_dir: Option<PathBuf>) -> Self {
-        Self {
-            config_path,
-            keys_dir,
-            last_config: None,
-            last_config_read_error: None,
-            last_keys_error: None,
-        }
+        Self { config_path, keys_dir, last_config: None, last_config_read_error: None, last_keys_error: None }
     }
 
     /// Reads both sources once and applies what changed.
@@ -44,6 +38,8 @@ impl Reloader {
     }
 
     fn poll_config(&mut self, shared: &Shared) {
+        // A blocking read on the runtime, on purpose: a few KiB from a tmpfs once a second is
+        // cheaper than a hop to the blocking pool.
         let bytes = match std::fs::read(&self.config_path) {
             Ok(bytes) => {
                 self.last_config_read_error = None;
@@ -65,8 +61,7 @@ impl Reloader {
         if self.last_config.as_ref() == Some(&bytes) {
             return;
         }
-        let outcome =
-            RouterConfig::from_json(&bytes).and_then(|config| shared.apply_config(&config).map(|()| config));
+        let outcome = RouterConfig::from_json(&bytes).and_then(|config| shared.apply_config(&config).map(|()| config));
         match outcome {
             Ok(config) => {
                 shared.metrics.reload("config", ReloadResult::success);

@@ -50,8 +50,7 @@ mod tests {
 
     #[tokio::test]
     async fn renders_json_with_escaping() {
-        let r = RouterError::new(StatusCode::GATEWAY_TIMEOUT, "RequestTimeout", "a \"quoted\" name")
-            .into_response();
+        let r = RouterError::new(StatusCode::GATEWAY_TIMEOUT, "RequestTimeout", "a \"quoted\" name").into_response();
         assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
         let body = r.into_body().collect().await.unwrap().to_bytes();

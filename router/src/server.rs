@@ -156,9 +156,7 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
             async move { Ok::<_, Infallible>(response) }
         });
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

@@ -23,10 +23,8 @@ impl WeightedSplit {
     /// A split over `(choice, weight)` pairs, shuffled with `rng`. `None` when every weight is zero:
     /// there is nothing to pick.
     pub fn new(weights: &[(usize, u32)], rng: &mut impl Rng) -> Option<Self> {
-        let mut slots: Vec<usize> = weights
-            .iter()
-            .flat_map(|&(choice, weight)| std::iter::repeat_n(choice, weight as usize))
-            .collect();
+        let mut slots: Vec<usize> =
+            weights.iter().flat_map(|&(choice, weight)| std::iter::repeat_n(choice, weight as usize)).collect();
         if slots.is_empty() {
             return None;
         }

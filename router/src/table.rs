@@ -68,12 +68,10 @@ impl RouteTable {
         let mut deployments = Vec::with_capacity(config.deployments.len());
         for backend in &config.deployments {
             // Validated above, so this cannot fail; map it anyway rather than unwrap.
-            let base = parse_base_url(&backend.url).map_err(|reason| {
-                crate::config::ConfigError::InvalidUrl {
-                    name: backend.name.clone(),
-                    url: backend.url.clone(),
-                    reason,
-                }
+            let base = parse_base_url(&backend.url).map_err(|reason| crate::config::ConfigError::InvalidUrl {
+                name: backend.name.clone(),
+                url: backend.url.clone(),
+                reason,
             })?;
             let labels = DeploymentLabels { deployment: backend.name.clone() };
             let limit = backend.concurrency_limit();
@@ -113,13 +111,7 @@ impl RouteTable {
                 Some((Arc::clone(&deployments[index(name)?]), Sampler::new(percent, &mut rng)))
             })
             .collect();
-        Ok(Self {
-            endpoint: config.endpoint.clone(),
-            auth_mode: config.auth_mode,
-            deployments,
-            split,
-            mirrors,
-        })
+        Ok(Self { endpoint: config.endpoint.clone(), auth_mode: config.auth_mode, deployments, split, mirrors })
     }
 
     /// The deployment named by the `azureml-model-deployment` header.
@@ -134,11 +126,7 @@ impl RouteTable {
 
     /// The mirror deployments that get a copy of the current request (usually none).
     pub fn sample_mirrors(&self) -> Vec<Arc<Deployment>> {
-        self.mirrors
-            .iter()
-            .filter(|(_, sampler)| sampler.sample())
-            .map(|(d, _)| Arc::clone(d))
-            .collect()
+        self.mirrors.iter().filter(|(_, sampler)| sampler.sample()).map(|(d, _)| Arc::clone(d)).collect()
     }
 
     /// Whether any deployment takes weighted traffic.

@@ -73,4 +73,3 @@ async fn access_logs_are_structured_and_leak_no_payload_or_key() {
         assert!(!text.contains(secret), "{secret} leaked into the logs:\n{text}");
     }
 }
-

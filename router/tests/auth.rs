@@ -24,7 +24,9 @@ async fn missing_or_bad_keys_get_401_and_either_key_passes() {
     let router = TestRouter::start(Some(&config), Some(("primary-key-1", "secondary-key-1"))).await;
     let client = TestClient::default();
 
-    for bad in [None, Some("Bearer wrong"), Some("Bearer primary-key-"), Some("Basic primary-key-1"), Some("primary-key-1")] {
+    for bad in
+        [None, Some("Bearer wrong"), Some("Bearer primary-key-"), Some("Basic primary-key-1"), Some("primary-key-1")]
+    {
         let reply = call(&client, &router, bad).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{bad:?}");
         assert_eq!(reply.error_code(), "Unauthorized");

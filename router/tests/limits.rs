@@ -49,9 +49,7 @@ async fn slow_deployment_gets_504_with_a_json_message() {
     let reply = client.post(&router.url("/score"), "{}").await;
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(
-        router
-            .metric(&client, r#"atrium_router_upstream_errors_total{deployment="blue",reason="timeout"}"#)
-            .await,
+        router.metric(&client, r#"atrium_router_upstream_errors_total{deployment="blue",reason="timeout"}"#).await,
         Some(2.0)
     );
 }
@@ -94,9 +92,7 @@ async fn full_queue_gets_429_and_queued_requests_are_served_in_turn() {
     assert_eq!(second.await.unwrap().status, StatusCode::OK);
     assert_eq!(blue.hits(), 2);
     assert_eq!(
-        router
-            .metric(&client, r#"atrium_router_rejected_requests_total{deployment="blue",reason="queue_full"}"#)
-            .await,
+        router.metric(&client, r#"atrium_router_rejected_requests_total{deployment="blue",reason="queue_full"}"#).await,
         Some(1.0)
     );
     assert_eq!(router.metric(&client, r#"atrium_router_in_flight_requests{deployment="blue"}"#).await, Some(0.0));
@@ -155,9 +151,8 @@ async fn response_bodies_stream_through() {
     })
     .await;
     let router = TestRouter::start(Some(&router_config(vec![blue.config()], &[("blue", 100)], &[])), None).await;
-    let response = TestClient::default()
-        .send_streaming(Request::post(router.url("/score")).body(full("{}")).unwrap())
-        .await;
+    let response =
+        TestClient::default().send_streaming(Request::post(router.url("/score")).body(full("{}")).unwrap()).await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
     // The first chunk arrives while the backend is still holding the rest.
@@ -227,6 +222,29 @@ async fn a_stalled_response_body_is_cut_at_the_deadline_and_frees_its_slot() {
     assert!(started.elapsed() < Duration::from_secs(5));
     eventually(WAIT, "the slot to be free", || async {
         router.metric(&client, r#"atrium_router_in_flight_requests{deployment="blue"}"#).await == Some(0.0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn callers_that_hang_up_free_their_slot_and_are_counted() {
+    let (blue, _gate) = gated("blue").await;
+    let mut deployment = blue.config();
+    deployment.max_concurrent_requests_per_instance = 1;
+    let router = TestRouter::start(Some(&router_config(vec![deployment], &[("blue", 100)], &[])), None).await;
+    let client = TestClient::default();
+
+    let caller = tokio::spawn({
+        let url = router.url("/score");
+        async move { TestClient::default().post(&url, "{}").await }
+    });
+    eventually(WAIT, "the request at the backend", || async { blue.hits() == 1 }).await;
+    // Dropping the caller's client closes its connection.
+    caller.abort();
+    let _ = caller.await;
+    eventually(WAIT, "the hang-up to be counted and the slot freed", || async {
+        router.metric(&client, r#"atrium_router_requests_total{deployment="blue",code="499"}"#).await == Some(1.0)
+            && router.metric(&client, r#"atrium_router_in_flight_requests{deployment="blue"}"#).await == Some(0.0)
     })
     .await;
 }

@@ -12,8 +12,7 @@ async fn mirrored_copies_arrive_with_the_same_request() {
     let (blue, shadow) = (Backend::echo("blue").await, Backend::echo("shadow").await);
     let mut shadow_deployment = shadow.config();
     shadow_deployment.scoring_path = "/predict".to_owned();
-    let config =
-        router_config(vec![blue.config(), shadow_deployment], &[("blue", 100)], &[("shadow", 100)]);
+    let config = router_config(vec![blue.config(), shadow_deployment], &[("blue", 100)], &[("shadow", 100)]);
     let router = TestRouter::start(Some(&config), None).await;
     let client = TestClient::default();
 
@@ -29,8 +28,7 @@ async fn mirrored_copies_arrive_with_the_same_request() {
         assert_eq!((reply.status, reply.text().as_str()), (StatusCode::OK, "blue"));
     }
     eventually(WAIT, "10 mirrored copies", || async { shadow.hits() == 10 }).await;
-    let mut bodies: Vec<String> =
-        shadow.seen().iter().map(|s| String::from_utf8_lossy(&s.body).into_owned()).collect();
+    let mut bodies: Vec<String> = shadow.seen().iter().map(|s| String::from_utf8_lossy(&s.body).into_owned()).collect();
     bodies.sort();
     let mut expected: Vec<String> = (0..10).map(|i| format!(r#"{{"i": {i}}}"#)).collect();
     expected.sort();
@@ -39,9 +37,7 @@ async fn mirrored_copies_arrive_with_the_same_request() {
     assert_eq!(copy.path, "/predict?n=1", "/score is rewritten for the mirror too");
     assert_eq!(copy.headers["content-type"], "application/json");
     eventually(WAIT, "mirror metrics", || async {
-        router
-            .metric(&client, r#"atrium_router_mirrored_requests_total{deployment="shadow",result="ok"}"#)
-            .await
+        router.metric(&client, r#"atrium_router_mirrored_requests_total{deployment="shadow",result="ok"}"#).await
             == Some(10.0)
     })
     .await;
@@ -50,8 +46,7 @@ async fn mirrored_copies_arrive_with_the_same_request() {
 #[tokio::test]
 async fn mirror_percent_is_a_share_of_live_requests() {
     let (blue, shadow) = (Backend::echo("blue").await, Backend::echo("shadow").await);
-    let config =
-        router_config(vec![blue.config(), shadow.config()], &[("blue", 100)], &[("shadow", 25)]);
+    let config = router_config(vec![blue.config(), shadow.config()], &[("blue", 100)], &[("shadow", 25)]);
     let router = TestRouter::start(Some(&config), None).await;
     let client = TestClient::default();
     for _ in 0..200 {
@@ -113,9 +108,8 @@ async fn failing_mirrors_do_not_fail_the_caller() {
         let bad = router
             .metric(&client, r#"atrium_router_mirrored_requests_total{deployment="failing",result="bad_status"}"#)
             .await;
-        let error = router
-            .metric(&client, r#"atrium_router_mirrored_requests_total{deployment="gone",result="error"}"#)
-            .await;
+        let error =
+            router.metric(&client, r#"atrium_router_mirrored_requests_total{deployment="gone",result="error"}"#).await;
         bad == Some(10.0) && error == Some(10.0)
     })
     .await;
@@ -124,8 +118,7 @@ async fn failing_mirrors_do_not_fail_the_caller() {
 #[tokio::test]
 async fn large_or_unsized_bodies_are_forwarded_but_not_mirrored() {
     let (blue, shadow) = (Backend::echo("blue").await, Backend::echo("shadow").await);
-    let config =
-        router_config(vec![blue.config(), shadow.config()], &[("blue", 100)], &[("shadow", 100)]);
+    let config = router_config(vec![blue.config(), shadow.config()], &[("blue", 100)], &[("shadow", 100)]);
     let router = TestRouter::start(Some(&config), None).await;
     let client = TestClient::default();
 

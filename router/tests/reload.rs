@@ -35,11 +35,8 @@ async fn weights_change_under_load_without_dropping_a_request() {
     .await;
     let green = Backend::echo("green").await;
     let deployments = vec![blue.config(), green.config()];
-    let router = TestRouter::start(
-        Some(&router_config(deployments.clone(), &[("blue", 100), ("green", 0)], &[])),
-        None,
-    )
-    .await;
+    let router =
+        TestRouter::start(Some(&router_config(deployments.clone(), &[("blue", 100), ("green", 0)], &[])), None).await;
     let client = TestClient::default();
 
     // Background load for the whole test.
@@ -47,8 +44,7 @@ async fn weights_change_under_load_without_dropping_a_request() {
     let done = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..4 {
-        let (client, url, stop, done) =
-            (client.clone(), router.url("/score"), Arc::clone(&stop), Arc::clone(&done));
+        let (client, url, stop, done) = (client.clone(), router.url("/score"), Arc::clone(&stop), Arc::clone(&done));
         workers.push(tokio::spawn(async move {
             let mut statuses: HashMap<u16, usize> = HashMap::new();
             while !stop.load(Ordering::Relaxed) {
@@ -65,10 +61,7 @@ async fn weights_change_under_load_without_dropping_a_request() {
         let (client, url) = (client.clone(), router.url("/slow"));
         async move { client.get(&url).await }
     });
-    eventually(WAIT, "the slow request at blue", || async {
-        blue.seen().iter().any(|s| s.path == "/slow")
-    })
-    .await;
+    eventually(WAIT, "the slow request at blue", || async { blue.seen().iter().any(|s| s.path == "/slow") }).await;
 
     // Blue → green.
     let changed = Instant::now();
@@ -98,10 +91,8 @@ async fn weights_change_under_load_without_dropping_a_request() {
     assert!(changed.elapsed() < Duration::from_secs(5));
 
     let before = done.load(Ordering::Relaxed);
-    eventually(WAIT, "more load after the last change", || async {
-        done.load(Ordering::Relaxed) >= before + 200
-    })
-    .await;
+    eventually(WAIT, "more load after the last change", || async { done.load(Ordering::Relaxed) >= before + 200 })
+        .await;
     stop.store(true, Ordering::Relaxed);
     let mut statuses: HashMap<u16, usize> = HashMap::new();
     for worker in workers {
@@ -124,11 +115,8 @@ async fn removing_a_deployment_does_not_cut_its_in_flight_requests() {
     })
     .await;
     let green = Backend::echo("green").await;
-    let router = TestRouter::start(
-        Some(&router_config(vec![blue.config(), green.config()], &[("blue", 100)], &[])),
-        None,
-    )
-    .await;
+    let router =
+        TestRouter::start(Some(&router_config(vec![blue.config(), green.config()], &[("blue", 100)], &[])), None).await;
     let client = TestClient::default();
     let slow = tokio::spawn({
         let (client, url) = (client.clone(), router.url("/slow"));
@@ -151,15 +139,11 @@ async fn an_invalid_configuration_is_refused_and_the_last_good_one_kept() {
 
     // Weights summing to 90, then not JSON at all.
     router.write_config(&router_config(deployments.clone(), &[("blue", 60), ("green", 30)], &[]));
-    eventually(WAIT, "the bad weights to be refused", || async {
-        router.metric(&client, failures).await == Some(1.0)
-    })
-    .await;
+    eventually(WAIT, "the bad weights to be refused", || async { router.metric(&client, failures).await == Some(1.0) })
+        .await;
     router.write_config_bytes(b"{ not json");
-    eventually(WAIT, "the bad JSON to be refused", || async {
-        router.metric(&client, failures).await == Some(2.0)
-    })
-    .await;
+    eventually(WAIT, "the bad JSON to be refused", || async { router.metric(&client, failures).await == Some(2.0) })
+        .await;
     for _ in 0..20 {
         let reply = client.post(&router.url("/score"), "{}").await;
         assert_eq!((reply.status, reply.deployment()), (StatusCode::OK, "blue"));
@@ -185,9 +169,7 @@ async fn starts_unready_without_configuration_and_picks_it_up() {
     assert_eq!((reply.status, reply.error_code().as_str()), (StatusCode::SERVICE_UNAVAILABLE, "NotReady"));
 
     router.write_config(&router_config(vec![blue.config()], &[("blue", 100)], &[]));
-    eventually(WAIT, "readiness", || async {
-        client.get(&router.admin_url("/readyz")).await.status == StatusCode::OK
-    })
-    .await;
+    eventually(WAIT, "readiness", || async { client.get(&router.admin_url("/readyz")).await.status == StatusCode::OK })
+        .await;
     assert_eq!(client.post(&router.url("/score"), "{}").await.status, StatusCode::OK);
 }

@@ -9,8 +9,7 @@ use http::{Request, StatusCode, Version};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_follows_weights_over_2000_requests() {
-    let (blue, green, red) =
-        (Backend::echo("blue").await, Backend::echo("green").await, Backend::echo("red").await);
+    let (blue, green, red) = (Backend::echo("blue").await, Backend::echo("green").await, Backend::echo("red").await);
     let config = router_config(
         vec![blue.config(), green.config(), red.config()],
         &[("blue", 70), ("green", 20), ("red", 10)],
@@ -76,10 +75,7 @@ async fn unknown_deployment_header_is_404_with_a_clear_message() {
     let router = TestRouter::start(Some(&router_config(vec![blue.config()], &[("blue", 100)], &[])), None).await;
     let reply = TestClient::default()
         .send(
-            Request::post(router.url("/score"))
-                .header("azureml-model-deployment", "purple")
-                .body(full("{}"))
-                .unwrap(),
+            Request::post(router.url("/score")).header("azureml-model-deployment", "purple").body(full("{}")).unwrap(),
         )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
@@ -101,12 +97,7 @@ async fn no_traffic_is_503_but_header_routing_still_works() {
     assert!(reply.error_message().contains("no deployment has traffic"), "{}", reply.text());
 
     let reply = client
-        .send(
-            Request::post(router.url("/score"))
-                .header("azureml-model-deployment", "blue")
-                .body(full("{}"))
-                .unwrap(),
-        )
+        .send(Request::post(router.url("/score")).header("azureml-model-deployment", "blue").body(full("{}")).unwrap())
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(client.get(&router.admin_url("/readyz")).await.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Backend, TestClient, TestRouter, WAIT, eventually, full, router_config};
@@ -24,17 +24,10 @@ async fn admin_port_serves_health_readiness_and_metrics() {
         client.post(&router.url("/score"), "{}").await;
     }
     client
-        .send(
-            Request::post(router.url("/score"))
-                .header("azureml-model-deployment", "nope")
-                .body(full("{}"))
-                .unwrap(),
-        )
+        .send(Request::post(router.url("/score")).header("azureml-model-deployment", "nope").body(full("{}")).unwrap())
         .await;
     eventually(WAIT, "mirrored copies to be counted", || async {
-        router
-            .metric(&client, r#"atrium_router_mirrored_requests_total{deployment="shadow",result="ok"}"#)
-            .await
+        router.metric(&client, r#"atrium_router_mirrored_requests_total{deployment="shadow",result="ok"}"#).await
             == Some(3.0)
     })
     .await;
@@ -82,8 +75,7 @@ async fn shutdown_stops_accepting_and_drains_in_flight_requests() {
     })
     .await;
     // New connections are refused (a fresh client, so no pooled connection is reused).
-    let refused =
-        TestClient::default().try_send(Request::get(router.url("/score")).body(full("")).unwrap()).await;
+    let refused = TestClient::default().try_send(Request::get(router.url("/score")).body(full("")).unwrap()).await;
     assert!(refused.is_err(), "{refused:?}");
 
     gate.add_permits(1);

@@ -253,7 +253,12 @@ async fn an_endpoint_with_two_deployments_behind_a_load_balancer_converges_throu
     )
     .await;
 
-    let md = s.ready("fraud").await;
+    let md = s
+        .wait_endpoint("fraud", "fraud Ready with every instance", |md| {
+            let ready = |d: &str| deployment_status(md, d).and_then(|d| d.ready_replicas);
+            md.is_ready() && ready("blue") == Some(1) && ready("green") == Some(2)
+        })
+        .await;
     let status = md.status.clone().unwrap();
     let uri = status.scoring_uri.clone().unwrap();
     assert!(uri.starts_with("http://192.0.2.") && uri.ends_with("/score"), "the load balancer's address: {uri}");
@@ -422,7 +427,11 @@ async fn a_missing_model_waits_with_a_reason_and_registering_it_makes_the_endpoi
         json!({ "deployments": [{ "name": "blue", "model": { "name": "Churn" }, "code": { "configMap": "iris-score" } }] }),
     )
     .await;
-    let md = s.wait_endpoint("churn", "ModelNotFound", |md| ready_reason(md) == Some("ModelNotFound")).await;
+    let md = s
+        .wait_endpoint("churn", "ModelNotFound, the router up", |md| {
+            ready_reason(md) == Some("ModelNotFound") && md.status.as_ref().unwrap().scoring_uri.is_some()
+        })
+        .await;
     let ready = md.condition("Ready").unwrap();
     assert_eq!(ready.status, "False");
     assert!(ready.message.contains("\"Churn\"") && ready.message.contains("register one"), "{}", ready.message);

@@ -118,12 +118,7 @@ impl Backend {
     }
 
     /// A backend that gets the request with its body still streaming.
-    pub async fn start_raw<F, Fut>(
-        name: &str,
-        seen: Arc<Mutex<Vec<Seen>>>,
-        hits: Arc<AtomicUsize>,
-        handler: F,
-    ) -> Self
+    pub async fn start_raw<F, Fut>(name: &str, seen: Arc<Mutex<Vec<Seen>>>, hits: Arc<AtomicUsize>, handler: F) -> Self
     where
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<TestBody>> + Send + 'static,
@@ -176,11 +171,7 @@ impl Backend {
 }
 
 /// A router configuration without auth.
-pub fn router_config(
-    deployments: Vec<BackendConfig>,
-    traffic: &[(&str, u32)],
-    mirror: &[(&str, u32)],
-) -> RouterConfig {
+pub fn router_config(deployments: Vec<BackendConfig>, traffic: &[(&str, u32)], mirror: &[(&str, u32)]) -> RouterConfig {
     RouterConfig {
         endpoint: "test-endpoint".to_owned(),
         auth_mode: AuthMode::None,
@@ -263,9 +254,7 @@ impl TestRouter {
     /// The value of one metric series, e.g. `atrium_router_queued_requests{deployment="blue"}`.
     pub async fn metric(&self, client: &TestClient, series: &str) -> Option<f64> {
         let text = client.get(&self.admin_url("/metrics")).await.text();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
     }
 }
 

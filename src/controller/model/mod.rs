@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 use kube::{
     ResourceExt,
     runtime::{
+        WatchStreamExt,
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -53,8 +54,10 @@ pub async fn run(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToke
         Some(selector) => config.labels(selector),
         None => config,
     };
-    let (_, model_events) =
-        cache(lenient_watcher::<Model>(ctx.client.clone(), model_config, CONTROLLER, ctx.metrics.clone()));
+    // (No store: the controller's own holds the Models.)
+    let model_events = lenient_watcher::<Model>(ctx.client.clone(), model_config, CONTROLLER, ctx.metrics.clone())
+        .default_backoff()
+        .touched_objects();
     let caches = Arc::new(Caches { models: OnceLock::new(), workspaces });
 
     let setup_caches = caches.clone();

@@ -87,7 +87,7 @@ pub fn job_name(run: &TrainingRun) -> String {
 
 /// The name of a run's code snapshot ConfigMap.
 pub fn snapshot_name(run: &TrainingRun) -> String {
-    child_name(&[&run.name_any(), "code"])
+    child_name(&[&run.name_any(), "snapshot"])
 }
 
 /// Whether a run is one torch.distributed job across several instances.
@@ -441,7 +441,7 @@ mod tests {
             cluster: &c,
             itype: &it,
             claim: "team-a-storage",
-            code: Some(CodeMount::Snapshot("train-1-code".into())),
+            code: Some(CodeMount::Snapshot("train-1-snapshot".into())),
             inputs: BTreeMap::from([("iris".into(), "datasets/iris".into())]),
         });
         assert_eq!(job.name_any(), "train-1");
@@ -549,7 +549,7 @@ mod tests {
         };
         let snap = snapshot_config_map(&r, &source);
         assert_eq!(snap.immutable, Some(true));
-        assert_eq!(snap.name_any(), "train-1-code");
+        assert_eq!(snap.name_any(), "train-1-snapshot");
         assert_eq!(snap.owner_references()[0].uid, "run-uid");
         // printf "print('hi')\n" > train.py; sha256sum * | sha256sum
         let file = hex(&Sha256::digest(b"print('hi')\n"));

@@ -16,6 +16,7 @@ use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{ConfigMap, Pod, Service},
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, PostParams, Preconditions},
@@ -60,6 +61,8 @@ pub const REASON_EXCEEDS_MAX: &str = "ExceedsMaxInstances";
 pub const REASON_CODE_NOT_FOUND: &str = "CodeNotFound";
 /// Reason: a child of an earlier run of the same name is still being deleted.
 pub const REASON_PREVIOUS_RUN: &str = "PreviousRunCleanup";
+/// Reason: a child's name is taken by an object that is not this run's.
+pub const REASON_NAME_TAKEN: &str = "NameTaken";
 /// Reason: an input's model does not exist, or its files are not on the workspace storage.
 pub const REASON_INPUT_NOT_FOUND: &str = "InputNotFound";
 
@@ -272,7 +275,7 @@ async fn start(run: &TrainingRun, ctx: &Context, admitted: Admitted) -> Result<A
             let name = build::snapshot_name(run);
             let snapshot = match config_maps.get_opt(&name).await? {
                 Some(cm) if owned_by(&cm, run) => cm,
-                Some(_) => return leftover(run, ctx, "ConfigMap", &name).await,
+                Some(other) => return leftover(run, ctx, "ConfigMap", &other.metadata).await,
                 None => {
                     let Some(source_cm) = config_maps.get_opt(source).await? else {
                         let waiting = Observed::queued(
@@ -314,7 +317,7 @@ async fn start(run: &TrainingRun, ctx: &Context, admitted: Admitted) -> Result<A
         Err(e) if is_conflict(&e) => match jobs.get_opt(&job.name_any()).await? {
             // Created before (a status write that failed since): it stands as it is.
             Some(existing) if owned_by(&existing, run) => {}
-            Some(_) => return leftover(run, ctx, "Job", &job.name_any()).await,
+            Some(other) => return leftover(run, ctx, "Job", &other.metadata).await,
             None => return Err(e.into()),
         },
         Err(e) => return Err(e.into()),
@@ -348,15 +351,32 @@ async fn start(run: &TrainingRun, ctx: &Context, admitted: Admitted) -> Result<A
     Ok(Action::await_change())
 }
 
-/// A child of an earlier run of the same name is still there (the garbage collector removes
-/// it shortly): wait for it to go. Its deletion is an event that brings the run back.
-async fn leftover(run: &TrainingRun, ctx: &Context, kind: &str, name: &str) -> Result<Action> {
-    let waiting = Observed::queued(
-        REASON_PREVIOUS_RUN,
-        format!("the {kind} {name:?} of an earlier run of the same name is still being deleted"),
-    );
+/// The name of a child is taken by an object that is not this run's. Either a child of an
+/// earlier run of the same name that the garbage collector is about to remove (wait for it), or
+/// something of the user's (say so: only a person can resolve it).
+async fn leftover(run: &TrainingRun, ctx: &Context, kind: &str, other: &ObjectMeta) -> Result<Action> {
+    let name = other.name.as_deref().unwrap_or_default();
+    let earlier_run = other.deletion_timestamp.is_some()
+        || other
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "TrainingRun" && o.api_version.starts_with("atrium.dev/"));
+    let waiting = if earlier_run {
+        Observed::queued(
+            REASON_PREVIOUS_RUN,
+            format!("the {kind} {name:?} of an earlier run of the same name is still being deleted"),
+        )
+    } else {
+        Observed::queued(
+            REASON_NAME_TAKEN,
+            format!(
+                "a {kind} named {name:?} already exists and is not this run's; the run needs that name: rename or delete it"
+            ),
+        )
+    };
     write_status(run, ctx, &waiting, Record::default()).await?;
-    Ok(Action::requeue(std::time::Duration::from_secs(5)))
+    Ok(Action::requeue(std::time::Duration::from_secs(if earlier_run { 5 } else { 60 })))
 }
 
 /// Follows an admitted run through its Job and pods.

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Router benchmark: the same load against a backend directly and through the router, in one run,
+# on loopback only. Measures the latency the router adds (p50, p99), its throughput relative to
+# direct, and its memory under load. Measurement takes under 2 minutes (the release build before
+# it is not counted, and is cached after the first run).
+#
+#   router/bench/run.sh            # or: make bench-router
+#
+# Phases, each run against the backend directly and through the router, alternately, ROUNDS
+# times; the table reports the median round (a shared 2-core machine is noisy):
+#   1. latency: open loop at a fixed rate (examples/loadgen.rs), so the machine is not saturated
+#      and the difference is the cost of the extra hop;
+#   2. throughput: wrk, closed loop, CONNECTIONS connections, a backend that answers at once: the
+#      router's own cost at saturation (wrk, router and backend share the machine's cores);
+#   3. throughput: the same against a backend that takes MODEL_DELAY_MS per request, like a small
+#      model.
+# Knobs (environment): BENCH_ROUNDS (3), BENCH_SECONDS (per run, 4), BENCH_RATE (phase 1, req/s,
+# 1000), BENCH_CONNECTIONS (32), BENCH_MODEL_DELAY_MS (5), BENCH_ACCESS_LOG (on|off, on),
+# BENCH_PORT_BASE (18080: uses base..base+2 and base+1010).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+ROUNDS="${BENCH_ROUNDS:-3}"
+SECS="${BENCH_SECONDS:-4}"
+RATE="${BENCH_RATE:-1000}"
+CONNECTIONS="${BENCH_CONNECTIONS:-32}"
+MODEL_DELAY_MS="${BENCH_MODEL_DELAY_MS:-5}"
+ACCESS_LOG="${BENCH_ACCESS_LOG:-on}"
+BASE="${BENCH_PORT_BASE:-18080}"
+ROUTER_PORT=$BASE
+FAST_PORT=$((BASE + 1))
+MODEL_PORT=$((BASE + 2))
+ADMIN_PORT=$((BASE + 1010))
+KEY="bench-key-0123456789abcdef"
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)..."
+  if [[ $(id -u) -eq 0 ]]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null
+fi
+
+echo "building (release)..."
+cargo build --release --quiet -p atrium-router --bin atrium-router --example echo_backend --example loadgen
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+ROUTER_BIN="$TARGET_DIR/release/atrium-router"
+BACKEND_BIN="$TARGET_DIR/release/examples/echo_backend"
+LOADGEN_BIN="$TARGET_DIR/release/examples/loadgen"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Backends: one answering at once (isolates the router's own cost), one taking MODEL_DELAY_MS per
+# request. One worker thread each, so the two cores are not over-subscribed more than needed.
+"$BACKEND_BIN" "127.0.0.1:$FAST_PORT" 0 1 >"$WORK/fast.log" 2>&1 &
+PIDS+=($!)
+"$BACKEND_BIN" "127.0.0.1:$MODEL_PORT" "$MODEL_DELAY_MS" 1 >"$WORK/model.log" 2>&1 &
+PIDS+=($!)
+
+# The router as deployed: key auth, access log on (to a file), limits that never refuse here.
+mkdir -p "$WORK/keys"
+printf '%s' "$KEY" >"$WORK/keys/primary"
+printf '%s' "other-key" >"$WORK/keys/secondary"
+cat >"$WORK/config.json" <<EOF
+{
+  "endpoint": "bench",
+  "authMode": "Key",
+  "deployments": [
+    {"name": "fast", "url": "http://127.0.0.1:$FAST_PORT", "scoringPath": "/score", "instances": 1,
+     "requestTimeoutMs": 5000, "maxConcurrentRequestsPerInstance": 1024, "maxQueueWaitMs": 500},
+    {"name": "model", "url": "http://127.0.0.1:$MODEL_PORT", "scoringPath": "/score", "instances": 1,
+     "requestTimeoutMs": 5000, "maxConcurrentRequestsPerInstance": 1024, "maxQueueWaitMs": 500}
+  ],
+  "traffic": {"fast": 100, "model": 0},
+  "mirrorTraffic": {}
+}
+EOF
+if [[ "$ACCESS_LOG" == "off" ]]; then export RUST_LOG="info,atrium_router::access=off"; else export RUST_LOG="info"; fi
+"$ROUTER_BIN" --listen "127.0.0.1:$ROUTER_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+  --config "$WORK/config.json" --keys-dir "$WORK/keys" >"$WORK/router.log" 2>&1 &
+ROUTER_PID=$!
+PIDS+=("$ROUTER_PID")
+
+for _ in $(seq 1 100); do
+  if curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 \
+    && curl -fsS "http://127.0.0.1:$FAST_PORT/" >/dev/null 2>&1 \
+    && curl -fsS "http://127.0.0.1:$MODEL_PORT/" >/dev/null 2>&1; then
+    break
+  fi
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null || { echo "router not ready"; cat "$WORK/router.log"; exit 1; }
+
+# Scoring requests: POST /score with a small JSON body and the key; the model phase names the
+# deployment with the header (direct, the backend ignores it).
+wrk_script() { # FILE EXTRA_LUA
+  cat >"$1" <<EOF
+wrk.method = "POST"
+wrk.body = '{"data": [[1.0, 2.0, 3.0, 4.0]]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
+$2
+EOF
+}
+wrk_script "$WORK/fast.lua" ""
+wrk_script "$WORK/model.lua" 'wrk.headers["azureml-model-deployment"] = "model"'
+
+wrk_run() { # NAME URL SCRIPT SECONDS
+  wrk -t1 -c"$CONNECTIONS" -d"$4s" --latency -s "$3" "$2" >"$WORK/$1.out"
+  if grep -q "Non-2xx" "$WORK/$1.out"; then echo "non-2xx responses in $1:"; cat "$WORK/$1.out"; exit 1; fi
+}
+lat_run() { # NAME URL
+  "$LOADGEN_BIN" "$2" "$RATE" "$SECS" "authorization: Bearer $KEY" >"$WORK/$1.out"
+  if ! grep -q "errors=0 non2xx=0" "$WORK/$1.out"; then echo "failed requests in $1:"; cat "$WORK/$1.out"; exit 1; fi
+}
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$ROUTER_PID/status"; }
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+START=$(date +%s)
+echo "warming up..."
+wrk_run warm-direct "http://127.0.0.1:$FAST_PORT/score" "$WORK/fast.lua" 2
+wrk_run warm-router "http://127.0.0.1:$ROUTER_PORT/score" "$WORK/fast.lua" 2
+rss_kib >"$WORK/rss_idle"
+
+( peak=0; while kill -0 "$ROUTER_PID" 2>/dev/null; do
+    r=$(rss_kib || echo 0); if [[ ${r:-0} -gt $peak ]]; then peak=$r; echo "$peak" >"$WORK/rss_peak"; fi; sleep 0.2
+  done ) &
+SAMPLER=$!
+
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round/$ROUNDS: latency at $RATE req/s, throughput at $CONNECTIONS connections (instant, ${MODEL_DELAY_MS} ms)..."
+  lat_run "lat-direct-$round" "http://127.0.0.1:$FAST_PORT/score"
+  lat_run "lat-router-$round" "http://127.0.0.1:$ROUTER_PORT/score"
+  wrk_run "fast-direct-$round" "http://127.0.0.1:$FAST_PORT/score" "$WORK/fast.lua" "$SECS"
+  wrk_run "fast-router-$round" "http://127.0.0.1:$ROUTER_PORT/score" "$WORK/fast.lua" "$SECS"
+  wrk_run "model-direct-$round" "http://127.0.0.1:$MODEL_PORT/score" "$WORK/model.lua" "$SECS"
+  wrk_run "model-router-$round" "http://127.0.0.1:$ROUTER_PORT/score" "$WORK/model.lua" "$SECS"
+done
+kill "$SAMPLER" 2>/dev/null || true
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+ELAPSED=$(( $(date +%s) - START ))
+
+python3 - "$WORK" "$ROUNDS" "$SECS" "$RATE" "$CONNECTIONS" "$MODEL_DELAY_MS" "$ACCESS_LOG" "$ELAPSED" \
+  "$LOAD_BEFORE" "$LOAD_AFTER" <<'EOF'
+import re, statistics, sys
+work, rounds, secs, rate, conns, delay, access_log, elapsed, load_before, load_after = sys.argv[1:]
+rounds = int(rounds)
+
+def read(name):
+    with open(f"{work}/{name}.out") as f:
+        return f.read()
+
+def us(text):  # wrk duration -> microseconds
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+def wrk(name):
+    text = read(name)
+    pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", text, re.M))
+    rps = float(re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M).group(1))
+    return {"rps": rps, "p50": us(pct["50"]), "p99": us(pct["99"])}
+
+def loadgen(name):
+    return {k: float(v) for k, v in re.findall(r"(\w+)=(\d+)", read(name))}
+
+def median_round(kind, parse, key):
+    """The round whose router/direct comparison is the median one, as (direct, router)."""
+    pairs = [(parse(f"{kind}-direct-{r}"), parse(f"{kind}-router-{r}")) for r in range(1, rounds + 1)]
+    ranked = sorted(pairs, key=key)
+    return ranked[len(ranked) // 2], pairs
+
+(ld, lr), lat_all = median_round("lat", loadgen, lambda p: p[1]["p50_us"] - p[0]["p50_us"])
+lat99 = statistics.median(r["p99_us"] - d["p99_us"] for d, r in lat_all)
+(fd, fr), fast_all = median_round("fast", wrk, lambda p: p[1]["rps"] / p[0]["rps"])
+(md, mr), model_all = median_round("model", wrk, lambda p: p[1]["rps"] / p[0]["rps"])
+def kib(name):
+    try:
+        return int(open(f"{work}/{name}").read().strip())
+    except (OSError, ValueError):
+        return 0
+rss_idle, rss_peak = kib("rss_idle"), kib("rss_peak")
+
+add50 = (lr["p50_us"] - ld["p50_us"]) / 1000
+add99 = lat99 / 1000
+fast_ratio, model_ratio = fr["rps"] / fd["rps"], mr["rps"] / md["rps"]
+def mark(ok):
+    return "met" if ok else "MISSED"
+def spread(pairs, f):
+    return ", ".join(f(d, r) for d, r in pairs)
+
+print(f"""
+| Measurement | Direct | Through router | Router adds / ratio | Target |
+|---|---|---|---|---|
+| Latency p50, {rate} req/s open loop | {ld['p50_us']/1000:.3f} ms | {lr['p50_us']/1000:.3f} ms | {add50:+.3f} ms | <= 0.5 ms: {mark(add50 <= 0.5)} |
+| Latency p99, {rate} req/s open loop | {ld['p99_us']/1000:.3f} ms | {lr['p99_us']/1000:.3f} ms | {add99:+.3f} ms (median of rounds) | <= 1 ms: {mark(add99 <= 1.0)} |
+| Throughput, {conns} connections, instant backend | {fd['rps']:,.0f} req/s | {fr['rps']:,.0f} req/s | {fast_ratio:.0%} | >= 90%: {mark(fast_ratio >= 0.9)} |
+| Throughput, {conns} connections, {delay} ms model | {md['rps']:,.0f} req/s | {mr['rps']:,.0f} req/s | {model_ratio:.0%} | >= 90%: {mark(model_ratio >= 0.9)} |
+| Latency p50 / p99 at that load | {md['p50']/1000:.2f} / {md['p99']/1000:.2f} ms | {mr['p50']/1000:.2f} / {mr['p99']/1000:.2f} ms | {(mr['p50']-md['p50'])/1000:+.2f} / {(mr['p99']-md['p99'])/1000:+.2f} ms | |
+| Router RSS idle / peak under load | | {rss_idle/1024:.1f} / {rss_peak/1024:.1f} MiB | | |
+
+Every round (direct -> router):
+- latency p50 added: {spread(lat_all, lambda d, r: f"{(r['p50_us']-d['p50_us'])/1000:+.3f} ms")}
+- latency p99 added: {spread(lat_all, lambda d, r: f"{(r['p99_us']-d['p99_us'])/1000:+.3f} ms")}
+- instant backend: {spread(fast_all, lambda d, r: f"{d['rps']:,.0f} -> {r['rps']:,.0f} ({r['rps']/d['rps']:.0%})")}
+- {delay} ms model: {spread(model_all, lambda d, r: f"{d['rps']:,.0f} -> {r['rps']:,.0f} ({r['rps']/d['rps']:.0%})")}
+
+{rounds} rounds of {secs} s per run, access log {access_log}, measured in {elapsed} s;
+load average before / after: {load_before} / {load_after}.""")
+EOF
+echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
