@@ -18,6 +18,7 @@ command -v lua5.1 >/dev/null || { (apt-get update -qq && apt-get install -y -qq 
 # The control plane starts in the background while Rust builds: both are slow on 2 cores.
 hack/cluster/build.sh >/dev/null
 stamp "control plane binaries ready"
+mkdir -p "$root/target"
 hack/cluster/up.sh > "$root/target/test-cluster-up.log" 2>&1 &
 up_pid=$!
 
