@@ -8,7 +8,7 @@
 //! namespace, the `atrium-run` ServiceAccount, and a Workspace whose status names both (written by
 //! the test; no operator serves that Workspace), so runs do not depend on the Workspace controller.
 
-use std::{collections::BTreeMap, fmt::Debug, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use atrium::{
     api::{ComputeCluster, HasConditions, InstanceType, Model, TrainingRun, Workspace, training_run::RunPhase},
@@ -23,12 +23,13 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
-use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-use crate::harness::{Operator, TestNamespace, client, eventually, install_crds, unique, wait_for};
+use crate::harness::{
+    ClusterObjects, Operator, TestNamespace, apply, client, eventually, install_crds, unique, wait_for,
+};
 
 const SHARD_LABEL: &str = "atrium.dev/test-shard";
 const MINUTE: Duration = Duration::from_secs(60);
@@ -138,44 +139,6 @@ impl Env {
         workspaces.patch_status(&workspace, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
         claim.to_owned()
     }
-}
-
-/// Cluster-scoped objects a test made, deleted when it ends, passed or failed.
-#[derive(Default)]
-struct ClusterObjects(Vec<(ApiResource, String)>);
-
-impl ClusterObjects {
-    fn add<K: Resource<DynamicType = ()>>(&mut self, name: &str) {
-        self.0.push((ApiResource::erase::<K>(&()), name.to_owned()));
-    }
-}
-
-impl Drop for ClusterObjects {
-    fn drop(&mut self) {
-        let items = std::mem::take(&mut self.0);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let Ok(client) = Client::try_default().await else { return };
-                for (ar, name) in items {
-                    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-                    let _ = api.delete(&name, &DeleteParams::background()).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// Creates or updates `body` by server-side apply, as a user's `kubectl apply` would.
-async fn apply<K>(api: &Api<K>, body: Value) -> K
-where
-    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
-{
-    let name = body["metadata"]["name"].as_str().unwrap().to_owned();
-    api.patch(&name, &PatchParams::apply("atrium-tests").force(), &Patch::Apply(&body))
-        .await
-        .unwrap_or_else(|e| panic!("applying {name}: {e}"))
 }
 
 fn phase(run: Option<&TrainingRun>) -> Option<RunPhase> {

@@ -192,3 +192,42 @@ impl Drop for Operator {
         self.kill();
     }
 }
+
+/// Creates or updates `body` by forced server-side apply, as a user's `kubectl apply` would.
+pub async fn apply<K>(api: &Api<K>, body: serde_json::Value) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    use kube::api::{Patch, PatchParams};
+    let name = body["metadata"]["name"].as_str().expect("the object has a name").to_owned();
+    api.patch(&name, &PatchParams::apply("atrium-tests").force(), &Patch::Apply(&body))
+        .await
+        .unwrap_or_else(|e| panic!("applying {name}: {e}"))
+}
+
+/// Cluster-scoped objects a test made, deleted when it ends, passed or failed.
+#[derive(Default)]
+pub struct ClusterObjects(Vec<(kube::core::ApiResource, String)>);
+
+impl ClusterObjects {
+    pub fn add<K: Resource<DynamicType = ()>>(&mut self, name: &str) {
+        self.0.push((kube::core::ApiResource::erase::<K>(&()), name.to_owned()));
+    }
+}
+
+impl Drop for ClusterObjects {
+    fn drop(&mut self) {
+        let items = std::mem::take(&mut self.0);
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let Ok(client) = Client::try_default().await else { return };
+                for (ar, name) in items {
+                    let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+                    let _ = api.delete(&name, &DeleteParams::background()).await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -27,13 +27,13 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::harness::{Operator, TestNamespace, eventually, install_crds, unique, wait_for};
+use crate::harness::{ClusterObjects, Operator, TestNamespace, apply, eventually, install_crds, unique, wait_for};
 
 const SHARD_LABEL: &str = "atrium.dev/test-shard";
 const MINUTE: Duration = Duration::from_secs(60);
@@ -177,44 +177,6 @@ impl Serving {
 
     fn operator_alive(&mut self) -> bool {
         self.operator.child.try_wait().unwrap().is_none()
-    }
-}
-
-/// Creates or updates `body` by server-side apply.
-async fn apply<K>(api: &Api<K>, body: Value) -> K
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    let name = body["metadata"]["name"].as_str().unwrap().to_owned();
-    api.patch(&name, &PatchParams::apply("atrium-tests").force(), &Patch::Apply(&body))
-        .await
-        .unwrap_or_else(|e| panic!("applying {name}: {e}"))
-}
-
-/// Cluster-scoped objects a test made, deleted when it ends, passed or failed.
-#[derive(Default)]
-struct ClusterObjects(Vec<(ApiResource, String)>);
-
-impl ClusterObjects {
-    fn add<K: Resource<DynamicType = ()>>(&mut self, name: &str) {
-        self.0.push((ApiResource::erase::<K>(&()), name.to_owned()));
-    }
-}
-
-impl Drop for ClusterObjects {
-    fn drop(&mut self) {
-        let items = std::mem::take(&mut self.0);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let Ok(client) = Client::try_default().await else { return };
-                for (ar, name) in items {
-                    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-                    let _ = api.delete(&name, &DeleteParams::background()).await;
-                }
-            });
-        })
-        .join();
     }
 }
 
