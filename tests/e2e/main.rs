@@ -9,6 +9,7 @@ mod helm;
 mod api_validation;
 mod cluster_smoke;
 mod compute;
+mod gitops;
 mod operator;
 mod runtime;
 mod serving;
