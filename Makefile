@@ -3,9 +3,10 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-# Build caches live outside the checkout so fresh clones (CI) reuse them.
+# The control plane binaries and the Python virtualenv are cached outside the checkout, so fresh
+# clones reuse them. Cargo's target dir stays in the checkout: shared between checkouts, cargo
+# would run one clone's test binaries (with that clone's paths baked in) for another.
 export ATRIUM_CACHE ?= $(HOME)/.cache/atrium
-export CARGO_TARGET_DIR ?= $(ATRIUM_CACHE)/cargo-target
 CLUSTER_DIR := $(CURDIR)/target/cluster
 KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
 

@@ -94,15 +94,16 @@ echo $! > "$state/router.pid"
 wait_for "the router (log: $state/router.log)" 60 curl -sf "http://127.0.0.1:$admin_port/readyz"
 
 say "What Atrium created"
-k get workspaces,instancetypes
 k get atrium -n $ns
 k get deploy,svc,job,pods,configmap,secret,rolebinding,resourcequota,pvc -n $ns -l app.kubernetes.io/managed-by=atrium
 
 key=$(k get secret "$secret" -n $ns -o jsonpath='{.data.primaryKey}' | base64 -d)
 body='{"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
 say "A prediction through the endpoint's router"
-echo "scoringUri (load balancer): $(k get mdep iris -n $ns -o jsonpath='{.status.scoringUri}')"
-echo "locally: curl -s -H 'Authorization: Bearer <key from Secret $secret>' -d '$body' http://127.0.0.1:$router_port/score"
+echo "status.scoringUri: $(k get mdep iris -n $ns -o jsonpath='{.status.scoringUri}') (a simulated load balancer: TEST-NET, not reachable)"
+echo "Here the router listens on 127.0.0.1:$router_port. Call it as you would Azure ML, with a key from Secret $ns/$secret:"
+echo "  key=\$(KUBECONFIG=$KUBECONFIG $bin/kubectl get secret $secret -n $ns -o jsonpath='{.data.primaryKey}' | base64 -d)"
+echo "  curl -s -H \"Authorization: Bearer \$key\" -H 'Content-Type: application/json' -d '$body' http://127.0.0.1:$router_port/score"
 prediction=$(curl -sf -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$body" "http://127.0.0.1:$router_port/score") \
   || die "the prediction failed; see $state/router.log and $state/scoring-server.log"
 echo "$prediction"

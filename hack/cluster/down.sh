@@ -8,8 +8,10 @@ state=${ATRIUM_CLUSTER_DIR:-$root/target/cluster}
 # Reverse start order: kwok and the controllers first, etcd last.
 pids=$(tac "$state/pids" | awk '{print $2}')
 for pid in $pids; do kill -TERM "$pid" 2>/dev/null; done
+# A zombie (exited, not yet reaped by its new parent) counts as stopped.
+running() { [ -r "/proc/$1/stat" ] && [ "$(sed -E 's/.*\) ([A-Za-z]).*/\1/' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 for _ in $(seq 1 100); do
-  alive=""; for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive="$alive $pid"; done
+  alive=""; for pid in $pids; do running "$pid" && alive="$alive $pid"; done
   [ -z "$alive" ] && break
   sleep 0.1
 done
