@@ -9,4 +9,5 @@ pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod naming;
+pub mod startup;
 pub mod watch;

@@ -13,7 +13,7 @@ pub mod build;
 mod reconcile;
 pub mod status;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures::Stream;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod, scheduling::v1::PriorityClass};
@@ -23,7 +23,6 @@ use kube::{
     runtime::{WatchStreamExt, reflector::ObjectRef, watcher},
 };
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use super::RunOptions;
 use crate::{
@@ -132,24 +131,13 @@ pub(crate) fn run_job_events(
 /// Applies the PriorityClasses (skipped when unchanged), retrying until it succeeds.
 async fn install_priority_classes(client: Client, shutdown: CancellationToken) {
     let api: Api<PriorityClass> = Api::all(client);
-    let mut delay = Duration::from_secs(1);
-    loop {
-        let result = async {
-            for class in build::priority_classes() {
-                let live = api.get_metadata_opt(&class.name_any()).await?;
-                apply(&api, MANAGER, class, live.as_ref().map(|m| &m.metadata)).await?;
-            }
-            Ok::<_, kube::Error>(())
+    crate::runtime::startup::until_done("PriorityClasses", shutdown, || async {
+        let mut written = 0;
+        for class in build::priority_classes() {
+            let live = api.get_metadata_opt(&class.name_any()).await?;
+            written += usize::from(apply(&api, MANAGER, class, live.as_ref().map(|m| &m.metadata)).await?);
         }
-        .await;
-        match result {
-            Ok(()) => return,
-            Err(e) => warn!(error = %e, retry_in = ?delay, "could not install the PriorityClasses"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        delay = (delay * 2).min(Duration::from_secs(60));
-    }
+        Ok(written)
+    })
+    .await;
 }

@@ -10,7 +10,7 @@ pub mod quantity;
 mod reconcile;
 pub mod status;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
 use kube::{
@@ -18,7 +18,6 @@ use kube::{
     runtime::{WatchStreamExt, reflector::ObjectRef, watcher},
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use super::RunOptions;
 use crate::{
@@ -70,30 +69,13 @@ fn slim_node(node: &mut Node) {
 async fn install_default_instance_type(client: Client, shutdown: CancellationToken) {
     let api: Api<InstanceType> = Api::all(client);
     let desired = default_instance_type();
-    let mut delay = Duration::from_secs(1);
-    loop {
-        let result = async {
-            if api.get_metadata_opt(&desired.name_any()).await?.is_some() {
-                return Ok(false);
-            }
-            apply(&api, MANAGER, desired.clone(), None).await
+    crate::runtime::startup::until_done("defaultinstancetype", shutdown, || async {
+        if api.get_metadata_opt(&desired.name_any()).await?.is_some() {
+            return Ok(0);
         }
-        .await;
-        match result {
-            Ok(wrote) => {
-                if wrote {
-                    info!(name = %desired.name_any(), "installed the default instance type");
-                }
-                return;
-            }
-            Err(e) => warn!(error = %e, retry_in = ?delay, "could not install the default instance type"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        delay = (delay * 2).min(Duration::from_secs(60));
-    }
+        Ok(usize::from(apply(&api, MANAGER, desired.clone(), None).await?))
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod build;
 mod reconcile;
 mod status;
 
-use std::{fmt::Debug, sync::Arc, time::Duration};
+use std::{fmt::Debug, sync::Arc};
 
 use futures::Stream;
 use k8s_openapi::{
@@ -34,7 +34,6 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 pub use build::{CONTRIBUTOR_ROLE, OWNER_ROLE, READER_ROLE, cluster_roles};
 
@@ -44,9 +43,9 @@ use crate::{
     context::Context,
     runtime::{
         apply::apply,
-        backoff::Backoff,
         cache::{Cache, NotSynced, cache},
         labels::managed_selector,
+        startup,
         watch::lenient_watcher,
     },
 };
@@ -241,27 +240,11 @@ fn name_peers(store: &Store<Workspace>, changed: &Workspace) -> Vec<ObjectRef<Wo
     })
 }
 
-/// Applies the workspace ClusterRoles (skipped when unchanged), retrying with backoff until it
-/// succeeds. The Helm chart installs the same roles; this keeps `make run` self-sufficient.
+/// Applies the workspace ClusterRoles (skipped when unchanged), retrying until it succeeds. The
+/// Helm chart installs the same roles (and turns this off); this keeps `make run` self-sufficient.
 async fn install_cluster_roles(client: Client, shutdown: CancellationToken) {
     let api: Api<ClusterRole> = Api::all(client);
-    let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-    loop {
-        match apply_cluster_roles(&api).await {
-            Ok(written) => {
-                info!(written, "workspace ClusterRoles in place");
-                return;
-            }
-            Err(e) => {
-                let delay = backoff.next_delay("clusterroles");
-                warn!(error = %e, retry_in = ?delay, "could not apply the workspace ClusterRoles");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        }
-    }
+    startup::until_done("workspace ClusterRoles", shutdown, || apply_cluster_roles(&api)).await;
 }
 
 async fn apply_cluster_roles(api: &Api<ClusterRole>) -> kube::Result<usize> {
