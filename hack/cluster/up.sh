@@ -2,11 +2,25 @@
 # Starts Atrium's local control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler and kwok (fake kubelets), registers fake nodes and returns once /readyz answers
 # and every node is Ready. A healthy cluster already up is reused. State: target/cluster/.
+#
+# Knobs (environment), for benchmarks; tests and the demo use the defaults:
+#   ATRIUM_CLUSTER_DIR     state directory (default target/cluster)
+#   ATRIUM_CLUSTER_NODES   the fake nodes to register (default hack/cluster/nodes.yaml)
+#   ATRIUM_CLUSTER_AUDIT_POLICY  audit policy (default hack/cluster/audit-policy.yaml)
+#   ATRIUM_CLUSTER_CLIENT_QPS    client QPS of kube-controller-manager and kube-scheduler (burst
+#                          twice that); unset keeps their defaults (20 and 50), which a burst of
+#                          thousands of pods waits on
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 state=${ATRIUM_CLUSTER_DIR:-$root/target/cluster}
 kubeconfig="$state/kubeconfig"
+nodes=${ATRIUM_CLUSTER_NODES:-$here/nodes.yaml}
+audit_policy=${ATRIUM_CLUSTER_AUDIT_POLICY:-$here/audit-policy.yaml}
+client_qps=()
+if [ -n "${ATRIUM_CLUSTER_CLIENT_QPS:-}" ]; then
+  client_qps=(--kube-api-qps "$ATRIUM_CLUSTER_CLIENT_QPS" --kube-api-burst "$((ATRIUM_CLUSTER_CLIENT_QPS * 2))")
+fi
 
 log() { echo "cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -34,9 +48,26 @@ start_time=$(date +%s)
 mkdir -p "$state"/{pki,logs,etcd}
 : > "$state/pids"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port)
-kcm_port=$(free_port); sched_port=$(free_port); kwok_port=$(free_port)
+# Six free listening ports, below the kernel's ephemeral range: a port taken from that range can be
+# handed to some process's outgoing connection (the API server's own, to etcd) before the component
+# that is to listen on it has started.
+read -r etcd_port etcd_peer api_port kcm_port sched_port kwok_port < <(python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+ports = []
+while len(ports) < 6:
+    port = random.randrange(20000, max(low, 20001))
+    if port in ports:
+        continue
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    ports.append(port)
+print(*ports)
+PY
+)
 
 # --- certificates and credentials -------------------------------------------------------------
 pki="$state/pki"
@@ -97,7 +128,7 @@ start kube-apiserver "$bin/kube-apiserver" \
   --service-cluster-ip-range 10.96.0.0/16 --authorization-mode Node,RBAC \
   --endpoint-reconciler-type none --allow-privileged=true \
   --enable-priority-and-fairness=true --profiling=false \
-  --audit-log-path "$state/logs/audit.log" --audit-policy-file "$here/audit-policy.yaml" \
+  --audit-log-path "$state/logs/audit.log" --audit-policy-file "$audit_policy" \
   --audit-log-maxsize 200 --audit-log-maxbackup 1
 
 until "$bin/kubectl" --kubeconfig "$state/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1; do
@@ -117,16 +148,16 @@ start kube-controller-manager "$bin/kube-controller-manager" \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
   --use-service-account-credentials=true --leader-elect=false \
   --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route' \
-  --node-monitor-grace-period 50s --profiling=false
+  --node-monitor-grace-period 50s --profiling=false "${client_qps[@]}"
 start kube-scheduler "$bin/kube-scheduler" \
   --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
-  --bind-address 127.0.0.1 --secure-port "$sched_port" --leader-elect=false --profiling=false
+  --bind-address 127.0.0.1 --secure-port "$sched_port" --leader-elect=false --profiling=false "${client_qps[@]}"
 start kwok "$bin/kwok" --kubeconfig "$kubeconfig" --config "$here/kwok.yaml" \
   --server-address "127.0.0.1:$kwok_port"
 
 # --- fake nodes -------------------------------------------------------------------------------
-kubectl apply -f "$here/nodes.yaml" >/dev/null
-want=$(grep -c '^kind: Node' "$here/nodes.yaml")
+kubectl apply -f "$nodes" >/dev/null
+want=$(grep -c '^kind: Node' "$nodes")
 deadline=$(( $(date +%s) + 60 ))
 until [ "$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c '^True$')" -ge "$want" ] \
   && kubectl get serviceaccount default -n default >/dev/null 2>&1; do
