@@ -47,6 +47,10 @@ run: ## run the operator against $$KUBECONFIG (default: the local cluster)
 test: ## everything: lint, unit and integration tests on a fresh local control plane
 	@hack/test.sh
 
+.PHONY: bench
+bench: ## operator benchmarks on a local control plane (about 1.5 h); writes docs/benchmarks.md
+	@bench/run.sh
+
 .PHONY: bench-router
 bench-router: ## router vs direct backend on loopback; writes docs/benchmarks.md
 	@router/bench/run.sh
