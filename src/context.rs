@@ -10,7 +10,7 @@ use tracing::warn;
 
 use crate::{
     health::Health,
-    runtime::{backoff::Backoff, metrics::Metrics},
+    runtime::{backoff::Backoff, metrics::Metrics, settle::Settle},
 };
 
 pub struct Context {
@@ -18,13 +18,22 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub backoff: Backoff,
+    /// Progress-only status changes waiting to settle before they are written.
+    pub settle: Settle,
     recorder: Recorder,
 }
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, health: Arc<Health>, instance: &str) -> Self {
         let reporter = Reporter { controller: "atrium-operator".into(), instance: Some(instance.into()) };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, health, backoff: Backoff::default() }
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            health,
+            backoff: Backoff::default(),
+            settle: Settle::default(),
+        }
     }
 
     /// Publishes an Event on `obj`. Controllers call it on transitions and errors only, never

@@ -9,5 +9,6 @@ pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod naming;
+pub mod settle;
 pub mod startup;
 pub mod watch;

@@ -103,9 +103,11 @@ pub async fn reconcile(cluster: Arc<ComputeCluster>, ctx: Arc<Context>, caches: 
         tracing::debug!(cluster = %cluster.name_any(), pruned, "released standby pods");
     }
 
-    // Status, from what is live.
-    let live_standby =
-        live.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && keep.contains(&p.name_any())).count() as i32;
+    // Status, from what is live: every pod just applied exists (the cache may not have seen a new
+    // one yet, and counting it now saves a second status write), unless it is on its way out.
+    let terminating =
+        |name: &String| live.iter().any(|p| p.metadata.deletion_timestamp.is_some() && &p.name_any() == name);
+    let live_standby = keep.iter().filter(|name| !terminating(name)).count() as i32;
     let desired_status = status::desired_status(&cluster, &readiness, &plan, live_standby, &now());
     let api: Api<ComputeCluster> = Api::namespaced(ctx.client.clone(), &ns);
     if apply_status(&api, MANAGER, cluster.as_ref(), cluster.status.as_ref(), &desired_status).await? {

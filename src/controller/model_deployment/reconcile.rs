@@ -6,7 +6,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Debug,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::{
@@ -50,6 +50,7 @@ use crate::{
         conditions::now,
         labels::{COMPONENT, OWNER_KIND, OWNER_NAME, OWNER_UID},
         naming::{hex, label_value},
+        settle::{self, Decision},
     },
 };
 
@@ -411,12 +412,32 @@ pub(super) async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>, cache
     };
     let desired = status::desired_status(&md, &inputs, &now());
     let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), ns);
-    if apply_status(&api, MANAGER, md.as_ref(), md.status.as_ref(), &desired).await? {
-        announce_transition(&md, &desired, &ctx).await;
+    let mut settling = None;
+    if md.status.as_ref() == Some(&desired) {
+        ctx.settle.forget(&uid);
+    } else {
+        let urgency = settle::urgency(
+            md.status.as_ref().map(|s| (s.observed_generation, s.conditions.as_slice())),
+            (desired.observed_generation, &desired.conditions),
+            status::PROGRESS_REASONS,
+        );
+        match ctx.settle.decide(&uid, urgency, settle::digest(&desired), Instant::now()) {
+            Decision::Write => {
+                apply_status(&api, MANAGER, md.as_ref(), md.status.as_ref(), &desired).await?;
+                announce_transition(&md, &desired, &ctx).await;
+            }
+            Decision::Wait(wait) => settling = Some(wait),
+        }
     }
 
-    // A removed deployment still draining is pruned once routers have the new configuration.
-    Ok(draining.map_or_else(Action::await_change, |wait| Action::requeue(wait + Duration::from_secs(1))))
+    // A removed deployment still draining is pruned once routers have the new configuration; a
+    // progress-only status is written once it settles.
+    let draining = draining.map(|wait| wait + Duration::from_secs(1));
+    Ok(match (draining, settling) {
+        (Some(a), Some(b)) => Action::requeue(a.min(b)),
+        (Some(wait), None) | (None, Some(wait)) => Action::requeue(wait),
+        (None, None) => Action::await_change(),
+    })
 }
 
 /// Applies every child, in the order pods need them: the router configuration first (the router
@@ -557,16 +578,10 @@ async fn ensure_keys(
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
     match api.create(&params, &secret).await {
+        // No Event: status.keysSecret names the Secret, and a burst of endpoints would pay a
+        // write each for news nobody acts on.
         Ok(_) => {
             info!(endpoint = %md.name_any(), namespace, secret = %name, "generated endpoint keys");
-            ctx.event(
-                md,
-                EventType::Normal,
-                "KeysCreated",
-                format!("generated the endpoint keys in Secret {name}"),
-                "CreateKeys",
-            )
-            .await;
             Ok(())
         }
         // Created meanwhile (or not yet in the cache): it is never overwritten.
@@ -575,10 +590,15 @@ async fn ensure_keys(
     }
 }
 
-/// An Event when the endpoint becomes Ready or stops being Ready (never on a no-op).
+/// An Event when the endpoint becomes Ready or stops being Ready, or when its first status is a
+/// problem (never on a no-op, never for an endpoint that is only on its way).
 async fn announce_transition(md: &ModelDeployment, desired: &crate::api::ModelDeploymentStatus, ctx: &Context) {
     let Some(ready) = desired.condition(READY) else { return };
-    if md.condition(READY).map(|c| c.status.as_str()) == Some(ready.status.as_str()) {
+    let news = match md.condition(READY) {
+        Some(was) => was.status != ready.status,
+        None => ready.status == "True" || !status::PROGRESS_REASONS.contains(&ready.reason.as_str()),
+    };
+    if !news {
         return;
     }
     let type_ = if ready.status == "True" { EventType::Normal } else { EventType::Warning };

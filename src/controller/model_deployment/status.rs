@@ -39,6 +39,10 @@ pub const REASON_DEPLOYMENT_NOT_READY: &str = "DeploymentNotReady";
 pub const REASON_ROUTER_NOT_READY: &str = "RouterNotReady";
 /// The LoadBalancer Service has no address yet.
 pub const REASON_LOAD_BALANCER_PENDING: &str = "LoadBalancerPending";
+/// Reasons of a `Ready=False` that mean the endpoint is on its way, not that something is wrong:
+/// status changes among them are written once they settle (`runtime::settle`).
+pub const PROGRESS_REASONS: &[&str] =
+    &[REASON_DEPLOYMENT_NOT_READY, REASON_ROUTER_NOT_READY, REASON_LOAD_BALANCER_PENDING];
 /// A child's name is taken by another ModelDeployment's child.
 pub const REASON_NAME_CONFLICT: &str = "NameConflict";
 /// The instance type a deployment names does not exist.
