@@ -31,7 +31,12 @@ use atrium::api::ModelDeployment;
 use audit::{AuditLog, Writes};
 use burst::{Kind, Templates};
 use clap::Parser;
-use kube::{Api, Client, Config, api::ListParams, config::KubeConfigOptions};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use kube::{
+    Api, Client, Config,
+    api::{ListParams, PostParams},
+    config::KubeConfigOptions,
+};
 use operator::{Launch, Operator};
 use report::{BurstTrial, LargeMemory, RestartTrial, Results, SteadyTrial, Trial};
 use tracing::info;
@@ -54,6 +59,10 @@ struct Args {
     /// The API server's audit log.
     #[arg(long)]
     audit_log: PathBuf,
+    /// A command that replaces the cluster with a fresh one (same kubeconfig and audit log paths),
+    /// run before every burst: much faster than deleting what a burst made.
+    #[arg(long)]
+    reset: PathBuf,
     /// Where results, the report and operator logs go.
     #[arg(long, default_value = "target/bench/operator")]
     out: PathBuf,
@@ -119,6 +128,16 @@ struct Bench {
 }
 
 impl Bench {
+    /// A fresh cluster, and new clients for it.
+    async fn reset(&mut self) -> anyhow::Result<()> {
+        let status = tokio::process::Command::new(&self.args.reset).arg("up").status().await?;
+        anyhow::ensure!(status.success(), "{} up failed ({status})", self.args.reset.display());
+        self.admin = Client::try_default().await?;
+        self.oracle = client_from(&self.args.oracle_kubeconfig).await?;
+        self.audit = AuditLog::open(&self.args.audit_log)?;
+        Ok(())
+    }
+
     /// Waits until the operator has made no write (Lease renewals aside) for 10 s, at most 3
     /// minutes, then returns its writes since the audit mark.
     async fn quiet_writes(&self) -> anyhow::Result<Writes> {
@@ -143,14 +162,14 @@ impl Bench {
         Ok((op, ready))
     }
 
-    async fn templates(&self, kinds: &[Kind]) -> anyhow::Result<Vec<(Kind, Templates)>> {
+    async fn templates(&mut self, kinds: &[Kind]) -> anyhow::Result<Vec<(Kind, Templates)>> {
+        self.reset().await?;
         let (op, _) = self.start_operator("capture").await?;
         let mut out = Vec::new();
         for &k in kinds {
             let ns = format!("bench-template-{}", k.label());
             burst::namespace(&self.admin, &ns).await?;
             out.push((k, burst::capture(&self.admin, k, &ns, Duration::from_secs(300)).await?));
-            burst::delete_namespace(&self.admin, &ns, self.timeout).await?;
         }
         op.stop().await?;
         Ok(out)
@@ -159,18 +178,20 @@ impl Bench {
     async fn trial(&mut self, t: usize, kinds: &[Kind], templates: &[(Kind, Templates)]) -> anyhow::Result<Trial> {
         let largest = *self.args.sizes.iter().max().context("no sizes")?;
         let mut trial = Trial::default();
+        let sizes = self.args.sizes.clone();
 
-        let (op, ready) = self.start_operator(&format!("trial-{t}")).await?;
-        info!(trial = t, ready_s = ready.as_secs_f64(), "operator ready");
-        // Idle: ready, no objects, let start-up work (PriorityClasses, the default instance type) settle.
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        trial.idle_kib = op.rss_kib()?;
-        op.take_peak_kib();
-
-        let mut steady_ns = None;
         for &k in kinds {
-            for &n in &self.args.sizes {
-                let ns = format!("bench-{}-{n}-t{t}", k.label());
+            for &n in &sizes {
+                self.reset().await?;
+                let (op, ready) = self.start_operator(&format!("trial-{t}-{}-{n}", k.label())).await?;
+                info!(trial = t, kind = k.label(), n, ready_s = ready.as_secs_f64(), "operator ready");
+                if trial.idle_kib == 0 {
+                    // Idle: ready, no objects, start-up work (PriorityClasses, the default
+                    // instance type) settled.
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    trial.idle_kib = op.rss_kib()?;
+                }
+                let ns = format!("bench-{}-{n}", k.label());
                 burst::namespace(&self.admin, &ns).await?;
                 self.audit.mark()?;
                 let cpu0 = op.cpu_seconds()?;
@@ -182,68 +203,22 @@ impl Bench {
                 let peak = op.take_peak_kib();
                 info!(kind = k.label(), n, total_s = b.total.as_secs_f64(), writes = writes.total, "operator burst");
                 trial.bursts.push(BurstTrial::operator(k, n, &b, writes, cpu, peak, children(templates, k)));
-                if k == Kind::ModelDeployment && n == largest {
-                    steady_ns = Some(ns);
+                let op = if k == Kind::ModelDeployment && n == largest {
+                    self.steady_and_restart(t, &mut trial, op, &ns, n).await?
                 } else {
-                    burst::delete_namespace(&self.admin, &ns, self.timeout).await?;
-                }
+                    op
+                };
+                op.stop().await?;
             }
         }
 
-        // Steady state and restart, with the largest ModelDeployment burst in place.
-        let op = if let Some(ns) = &steady_ns {
-            self.audit.mark()?;
-            let cpu0 = op.cpu_seconds()?;
-            op.take_peak_kib();
-            let window = Duration::from_secs(self.args.steady_seconds);
-            tokio::time::sleep(window).await;
-            let writes = self.audit.since_mark(&self.args.operator_user)?;
-            let cpu = op.cpu_seconds()? - cpu0;
-            trial.steady = Some(SteadyTrial {
-                objects: largest,
-                seconds: window.as_secs(),
-                writes,
-                cpu_percent: 100.0 * cpu / window.as_secs_f64(),
-                rss_kib: op.rss_kib()?,
-                peak_kib: op.take_peak_kib(),
-            });
-            info!(trial = t, "steady state measured");
-
-            op.stop().await?;
-            self.audit.mark()?;
-            let start = Instant::now();
-            let (op, ready) = self.start_operator(&format!("trial-{t}-restart")).await?;
-            let series = "atrium_reconciles_total{controller=\"modeldeployment\"";
-            burst::wait(self.timeout, "the restarted operator to reconcile every ModelDeployment", || async {
-                Ok(operator::metric_sum(&op.metrics().await?, series) >= largest as f64)
-            })
-            .await?;
-            let caught_up = start.elapsed();
-            let writes = self.quiet_writes().await?;
-            let listed =
-                Api::<ModelDeployment>::namespaced(self.admin.clone(), ns).list(&ListParams::default()).await?;
-            trial.restart = Some(RestartTrial {
-                objects: listed.items.len(),
-                ready_s: ready.as_secs_f64(),
-                caught_up_s: caught_up.as_secs_f64(),
-                writes,
-                rss_kib: op.rss_kib()?,
-            });
-            info!(trial = t, "restart measured");
-            op
-        } else {
-            op
-        };
-        op.stop().await?;
-        if let Some(ns) = steady_ns {
-            burst::delete_namespace(&self.admin, &ns, self.timeout).await?;
-        }
-
-        // The oracle, with the operator stopped and the cluster as empty as for the operator.
+        // The oracle, on a fresh cluster as the operator had.
         for &k in kinds {
             let Some((_, templates)) = templates.iter().find(|(tk, _)| *tk == k) else { continue };
-            for &n in &self.args.sizes {
-                let ns = format!("bench-oracle-{}-{n}-t{t}", k.label());
+            for &n in &sizes {
+                self.reset().await?;
+                self.install_priority_classes().await?;
+                let ns = format!("bench-oracle-{}-{n}", k.label());
                 burst::namespace(&self.admin, &ns).await?;
                 let concurrency = usize::from(self.args.concurrency);
                 let b = burst::oracle_burst(&self.oracle, templates, k, &ns, n, concurrency, self.timeout).await?;
@@ -251,16 +226,75 @@ impl Bench {
                 if let Some(row) = trial.bursts.iter_mut().find(|r| r.kind == k.label() && r.n == n) {
                     row.set_oracle(&b);
                 }
-                burst::delete_namespace(&self.admin, &ns, self.timeout).await?;
             }
         }
         Ok(trial)
+    }
+
+    /// What the operator installs at start and standby pods need, for the oracle (which runs
+    /// without the operator).
+    async fn install_priority_classes(&self) -> anyhow::Result<()> {
+        let api = Api::<PriorityClass>::all(self.admin.clone());
+        for pc in atrium::controller::compute_cluster::build::priority_classes() {
+            api.create(&PostParams::default(), &pc).await.context("creating the PriorityClasses")?;
+        }
+        Ok(())
+    }
+
+    /// With `n` Ready ModelDeployments in `ns`: the steady window, then a restart.
+    async fn steady_and_restart(
+        &mut self,
+        t: usize,
+        trial: &mut Trial,
+        op: Operator,
+        ns: &str,
+        n: usize,
+    ) -> anyhow::Result<Operator> {
+        self.audit.mark()?;
+        let cpu0 = op.cpu_seconds()?;
+        op.take_peak_kib();
+        let window = Duration::from_secs(self.args.steady_seconds);
+        tokio::time::sleep(window).await;
+        let writes = self.audit.since_mark(&self.args.operator_user)?;
+        let cpu = op.cpu_seconds()? - cpu0;
+        trial.steady = Some(SteadyTrial {
+            objects: n,
+            seconds: window.as_secs(),
+            writes,
+            cpu_percent: 100.0 * cpu / window.as_secs_f64(),
+            rss_kib: op.rss_kib()?,
+            peak_kib: op.take_peak_kib(),
+        });
+        info!(trial = t, "steady state measured");
+
+        op.stop().await?;
+        self.audit.mark()?;
+        let start = Instant::now();
+        let (op, ready) = self.start_operator(&format!("trial-{t}-restart")).await?;
+        let series = "atrium_reconciles_total{controller=\"modeldeployment\"";
+        burst::wait(self.timeout, "the restarted operator to reconcile every ModelDeployment", || async {
+            Ok(operator::metric_sum(&op.metrics().await?, series) >= n as f64)
+        })
+        .await?;
+        let caught_up = start.elapsed();
+        let writes = self.quiet_writes().await?;
+        let listed = Api::<ModelDeployment>::namespaced(self.admin.clone(), ns).list(&ListParams::default()).await?;
+        trial.restart = Some(RestartTrial {
+            objects: listed.items.len(),
+            ready_s: ready.as_secs_f64(),
+            caught_up_s: caught_up.as_secs_f64(),
+            writes,
+            rss_kib: op.rss_kib()?,
+        });
+        info!(trial = t, "restart measured");
+        Ok(op)
     }
 
     /// Memory with many objects: `memory_objects` ModelDeployments in namespaces of up to 1000,
     /// created at once; peak while they become Ready, and resident memory 30 s after.
     async fn large_memory(&mut self) -> anyhow::Result<LargeMemory> {
         let total = self.args.memory_objects;
+        self.reset().await?;
         let (op, _) = self.start_operator("memory").await?;
         op.take_peak_kib();
         let mut namespaces = Vec::new();
@@ -290,9 +324,6 @@ impl Bench {
         let result =
             LargeMemory { objects: total, ready_s, rss_kib: op.rss_kib()?, peak_kib: peak_kib.max(op.take_peak_kib()) };
         op.stop().await?;
-        for (ns, _) in &namespaces {
-            burst::delete_namespace(&self.admin, ns, self.timeout).await?;
-        }
         Ok(result)
     }
 }

@@ -564,18 +564,28 @@ async fn ensure_keys(
     blocked: &mut Vec<(String, String)>,
 ) -> Result<()> {
     let name = build::keys_secret_name(&md.name_any());
-    if let Some(live) = caches.secrets.store().get(&ObjectRef::new(&name).within(namespace)) {
-        if live.labels().get(OWNER_UID).map(String::as_str) != Some(uid) {
+    let mut check_owner = |labels: &BTreeMap<String, String>| {
+        if labels.get(OWNER_UID).map(String::as_str) != Some(uid) {
             blocked.push((
                 REASON_NAME_CONFLICT.to_owned(),
                 format!("Secret {name:?} already belongs to another endpoint; rename this endpoint"),
             ));
         }
+    };
+    if let Some(live) = caches.secrets.store().get(&ObjectRef::new(&name).within(namespace)) {
+        check_owner(live.labels());
+        return Ok(());
+    }
+    // Not in the cache: it may only be that the cache has not seen the Secret this controller
+    // created a moment ago (a reconcile for another child's event can come first). A read tells,
+    // and spares the API server a create that would be refused.
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    if let Some(live) = api.get_metadata_opt(&name).await? {
+        check_owner(live.labels());
         return Ok(());
     }
     let key = || hex(&rand::random::<[u8; 32]>());
     let secret = build::keys_secret(md, &key(), &key());
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
     match api.create(&params, &secret).await {
         // No Event: status.keysSecret names the Secret, and a burst of endpoints would pay a
