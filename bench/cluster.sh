@@ -6,12 +6,7 @@
 # cluster takes about 10 s, deleting a namespace of 1000 endpoints minutes.
 #
 #   bench/cluster.sh up     # or: down
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-state=$root/target/bench-cluster
-out=$root/target/bench/operator
-release=atrium namespace=atrium-system
+source "$(dirname "$0")/common.sh"
 
 if [ "${1:-up}" = down ]; then
   ATRIUM_CLUSTER_DIR=$state hack/cluster/down.sh

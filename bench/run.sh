@@ -8,12 +8,7 @@
 # BENCH_STEADY_SECONDS (600), BENCH_MEMORY_OBJECTS (5000; 0 skips), BENCH_CLUSTER_QPS (200: client
 # QPS of kube-controller-manager and kube-scheduler), BENCH_NODES (10), BENCH_KEEP_CLUSTER (0),
 # BENCH_WRITE_DOCS (1: splice the report into docs/benchmarks.md).
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-state=$root/target/bench-cluster
-out=$root/target/bench/operator
-release=atrium namespace=atrium-system
+source "$(dirname "$0")/common.sh"
 
 bin=$(hack/cluster/build.sh)
 

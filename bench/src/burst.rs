@@ -197,16 +197,20 @@ fn burst(start: Instant, created: &HashMap<String, Instant>, done: &HashMap<Stri
     Burst { total: last - start, latencies }
 }
 
-/// `n` objects of `kind` created at once (`concurrency` requests in flight) for the operator to
+/// One burst: `n` objects of `kind` in namespace `ns`, `concurrency` at a time, within `timeout`.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec<'a> {
+    pub kind: Kind,
+    pub ns: &'a str,
+    pub n: usize,
+    pub concurrency: usize,
+    pub timeout: Duration,
+}
+
+/// The objects of a burst created at once (`concurrency` requests in flight) for the operator to
 /// reconcile; done when each is Ready.
-pub async fn operator_burst(
-    client: &Client,
-    kind: Kind,
-    ns: &str,
-    n: usize,
-    concurrency: usize,
-    timeout: Duration,
-) -> anyhow::Result<Burst> {
+pub async fn operator_burst(client: &Client, spec: &Spec<'_>) -> anyhow::Result<Burst> {
+    let Spec { kind, ns, n, concurrency, timeout } = *spec;
     // The first create of a custom resource on a fresh API server sets up its storage and
     // validation; the oracle creates built-in kinds that are set up already. Warm up with a dry run.
     match kind {
@@ -329,7 +333,7 @@ fn creation_rank(kind: &str) -> u8 {
 /// Makes one object of `kind` in `ns` with the operator running, waits until it is done and
 /// reads its children back as templates.
 pub async fn capture(client: &Client, kind: Kind, ns: &str, timeout: Duration) -> anyhow::Result<Templates> {
-    operator_burst(client, kind, ns, 1, 1, timeout).await?;
+    operator_burst(client, &Spec { kind, ns, n: 1, concurrency: 1, timeout }).await?;
     let name = kind.object_name(0);
     let uid = match kind {
         Kind::ModelDeployment => Api::<ModelDeployment>::namespaced(client.clone(), ns).get(&name).await?.uid(),
@@ -385,15 +389,8 @@ fn api_resource(kind: &str) -> anyhow::Result<ApiResource> {
 /// client with nothing else to do, `concurrency` objects at a time (each object's children one
 /// after the other, as a reconcile applies them); done when they are as far as the operator's
 /// objects are when Ready (each Deployment has a ready replica; each standby pod exists).
-pub async fn oracle_burst(
-    client: &Client,
-    templates: &Templates,
-    kind: Kind,
-    ns: &str,
-    n: usize,
-    concurrency: usize,
-    timeout: Duration,
-) -> anyhow::Result<Burst> {
+pub async fn oracle_burst(client: &Client, templates: &Templates, spec: &Spec<'_>) -> anyhow::Result<Burst> {
+    let Spec { kind, ns, n, timeout, .. } = *spec;
     let group = |labels: &BTreeMap<String, String>| labels.get(OWNER_NAME).cloned();
     let start = Instant::now();
     let (created, done) = match kind {
@@ -405,14 +402,14 @@ pub async fn oracle_burst(
                 if ready { group(d.labels()) } else { None }
             };
             let watch = tokio::spawn(track(api, n, members, ready, timeout));
-            let created = create_children(client, templates, kind, ns, n, concurrency).await?;
+            let created = create_children(client, templates, spec).await?;
             (created, watch.await??)
         }
         Kind::ComputeCluster => {
             let members = templates.children.len();
             let api = Api::<Pod>::namespaced(client.clone(), ns);
             let watch = tokio::spawn(track(api, n, members, move |p: &Pod| group(p.labels()), timeout));
-            let created = create_children(client, templates, kind, ns, n, concurrency).await?;
+            let created = create_children(client, templates, spec).await?;
             (created, watch.await??)
         }
     };
@@ -422,11 +419,9 @@ pub async fn oracle_burst(
 async fn create_children(
     client: &Client,
     templates: &Templates,
-    kind: Kind,
-    ns: &str,
-    n: usize,
-    concurrency: usize,
+    spec: &Spec<'_>,
 ) -> anyhow::Result<HashMap<String, Instant>> {
+    let Spec { kind, ns, n, concurrency, .. } = *spec;
     let apis: Arc<Mutex<HashMap<String, Api<DynamicObject>>>> = Arc::default();
     create_all(n, concurrency, |i| {
         let apis = apis.clone();

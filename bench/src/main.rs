@@ -29,7 +29,7 @@ use std::{
 use anyhow::Context;
 use atrium::api::ModelDeployment;
 use audit::{AuditLog, Writes};
-use burst::{Kind, Templates};
+use burst::{Kind, Spec, Templates};
 use clap::Parser;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::{
@@ -196,8 +196,9 @@ impl Bench {
                 self.audit.mark()?;
                 let cpu0 = op.cpu_seconds()?;
                 op.take_peak_kib();
-                let b =
-                    burst::operator_burst(&self.admin, k, &ns, n, self.args.create_concurrency, self.timeout).await?;
+                let spec =
+                    Spec { kind: k, ns: &ns, n, concurrency: self.args.create_concurrency, timeout: self.timeout };
+                let b = burst::operator_burst(&self.admin, &spec).await?;
                 let writes = self.quiet_writes().await?;
                 let cpu = op.cpu_seconds()? - cpu0;
                 let peak = op.take_peak_kib();
@@ -221,7 +222,8 @@ impl Bench {
                 let ns = format!("bench-oracle-{}-{n}", k.label());
                 burst::namespace(&self.admin, &ns).await?;
                 let concurrency = usize::from(self.args.concurrency);
-                let b = burst::oracle_burst(&self.oracle, templates, k, &ns, n, concurrency, self.timeout).await?;
+                let spec = Spec { kind: k, ns: &ns, n, concurrency, timeout: self.timeout };
+                let b = burst::oracle_burst(&self.oracle, templates, &spec).await?;
                 info!(kind = k.label(), n, total_s = b.total.as_secs_f64(), "oracle burst");
                 if let Some(row) = trial.bursts.iter_mut().find(|r| r.kind == k.label() && r.n == n) {
                     row.set_oracle(&b);
@@ -307,15 +309,11 @@ impl Bench {
             left -= n;
         }
         let start = Instant::now();
+        let admin = &self.admin;
+        let (concurrency, timeout) = (self.args.create_concurrency, self.timeout);
         let bursts = namespaces.iter().map(|(ns, n)| {
-            burst::operator_burst(
-                &self.admin,
-                Kind::ModelDeployment,
-                ns,
-                *n,
-                self.args.create_concurrency,
-                self.timeout,
-            )
+            let spec = Spec { kind: Kind::ModelDeployment, ns, n: *n, concurrency, timeout };
+            async move { burst::operator_burst(admin, &spec).await }
         });
         futures::future::try_join_all(bursts).await?;
         let ready_s = start.elapsed().as_secs_f64();
