@@ -27,7 +27,7 @@ use std::{
 };
 
 use anyhow::Context;
-use atrium::api::ModelDeployment;
+use atrium::api::{InstanceType, ModelDeployment, READY, instance_type::DEFAULT_INSTANCE_TYPE};
 use audit::{AuditLog, Writes};
 use burst::{Kind, Spec, Templates};
 use clap::Parser;
@@ -162,6 +162,19 @@ impl Bench {
         Ok((op, ready))
     }
 
+    /// Waits until the instance type the operator installs at start is Ready: on a cluster that
+    /// is not brand new it has been for long, and objects created before would be measured
+    /// waiting for it.
+    async fn instance_type_ready(&self) -> anyhow::Result<()> {
+        let api = Api::<InstanceType>::all(self.admin.clone());
+        burst::wait(Duration::from_secs(60), "the default InstanceType to be Ready", || async {
+            Ok(api.get_opt(DEFAULT_INSTANCE_TYPE).await?.is_some_and(|it| {
+                it.status.as_ref().is_some_and(|s| atrium::runtime::conditions::is_true(&s.conditions, READY))
+            }))
+        })
+        .await
+    }
+
     async fn templates(&mut self, kinds: &[Kind]) -> anyhow::Result<Vec<(Kind, Templates)>> {
         self.reset().await?;
         let (op, _) = self.start_operator("capture").await?;
@@ -184,6 +197,7 @@ impl Bench {
             for &n in &sizes {
                 self.reset().await?;
                 let (op, ready) = self.start_operator(&format!("trial-{t}-{}-{n}", k.label())).await?;
+                self.instance_type_ready().await?;
                 info!(trial = t, kind = k.label(), n, ready_s = ready.as_secs_f64(), "operator ready");
                 if trial.idle_kib == 0 {
                     // Idle: ready, no objects, start-up work (PriorityClasses, the default
@@ -298,6 +312,7 @@ impl Bench {
         let total = self.args.memory_objects;
         self.reset().await?;
         let (op, _) = self.start_operator("memory").await?;
+        self.instance_type_ready().await?;
         op.take_peak_kib();
         let mut namespaces = Vec::new();
         let mut left = total;
