@@ -90,6 +90,9 @@ struct Args {
     /// The longest one burst may take.
     #[arg(long, default_value_t = 3600)]
     timeout_seconds: u64,
+    /// Skip the oracle (for a quick look at the operator alone; the report then has no ratios).
+    #[arg(long)]
+    no_oracle: bool,
     /// A line on the machine, for the report.
     #[arg(long, default_value = "")]
     machine: String,
@@ -228,7 +231,8 @@ impl Bench {
         }
 
         // The oracle, on a fresh cluster as the operator had.
-        for &k in kinds {
+        let oracle_kinds = if self.args.no_oracle { &[][..] } else { kinds };
+        for &k in oracle_kinds {
             let Some((_, templates)) = templates.iter().find(|(tk, _)| *tk == k) else { continue };
             for &n in &sizes {
                 self.reset().await?;
