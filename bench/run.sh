@@ -7,7 +7,8 @@
 # Knobs (environment): BENCH_TRIALS (3), BENCH_SIZES (100,300,1000), BENCH_KINDS (md,cc),
 # BENCH_STEADY_SECONDS (600), BENCH_MEMORY_OBJECTS (5000; 0 skips), BENCH_CLUSTER_QPS (200: client
 # QPS of kube-controller-manager and kube-scheduler), BENCH_NODES (10), BENCH_KEEP_CLUSTER (0),
-# BENCH_WRITE_DOCS (1: splice the report into docs/benchmarks.md).
+# BENCH_WRITE_DOCS (1: splice the report into docs/benchmarks.md), BENCH_NO_ORACLE (unset: set to
+# 1 to run the operator alone, without the oracle's bursts).
 source "$(dirname "$0")/common.sh"
 
 bin=$(hack/cluster/build.sh)
@@ -35,7 +36,7 @@ versions="Kubernetes, etcd, kwok: $(basename "$bin"); $(rustc --version | cut -d
   --out "$out" \
   --trials "${BENCH_TRIALS:-3}" --sizes "${BENCH_SIZES:-100,300,1000}" --kinds "${BENCH_KINDS:-md,cc}" \
   --steady-seconds "${BENCH_STEADY_SECONDS:-600}" --memory-objects "${BENCH_MEMORY_OBJECTS:-5000}" \
-  --machine "$machine" --versions "$versions"
+  --machine "$machine" --versions "$versions" ${BENCH_NO_ORACLE:+--no-oracle}
 
 if [ "${BENCH_WRITE_DOCS:-1}" = 1 ]; then
   python3 - "$out/report.md" docs/benchmarks.md <<'PY'
