@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use kube::{
     Client, Resource,
     runtime::events::{Event, EventType, Recorder, Reporter},
@@ -21,7 +23,13 @@ pub struct Context {
     /// Progress-only status changes waiting to settle before they are written.
     pub settle: Settle,
     recorder: Recorder,
+    /// Events being published in the background, at most [`EVENTS_IN_FLIGHT`].
+    events_in_flight: Arc<Semaphore>,
 }
+
+/// How many Events may be on their way to the API server at once; beyond that an Event is
+/// dropped with a log line (Events are best-effort, as client-go's recorder treats them).
+const EVENTS_IN_FLIGHT: usize = 256;
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, health: Arc<Health>, instance: &str) -> Self {
@@ -33,12 +41,14 @@ impl Context {
             health,
             backoff: Backoff::default(),
             settle: Settle::default(),
+            events_in_flight: Arc::new(Semaphore::new(EVENTS_IN_FLIGHT)),
         }
     }
 
-    /// Publishes an Event on `obj`. Controllers call it on transitions and errors only, never
-    /// on every reconcile.
-    pub async fn event<K: Resource<DynamicType = ()>>(
+    /// Publishes an Event on `obj` in the background: a reconcile never waits for it, so an
+    /// Event does not add a round trip to reaching Ready. Controllers call it on transitions and
+    /// errors only, never on every reconcile. Must be called within the Tokio runtime.
+    pub fn event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         type_: EventType,
@@ -46,9 +56,17 @@ impl Context {
         note: String,
         action: &str,
     ) {
+        let Ok(permit) = self.events_in_flight.clone().try_acquire_owned() else {
+            warn!(reason, "dropping an event: {EVENTS_IN_FLIGHT} are already being published");
+            return;
+        };
         let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            warn!(error = %e, reason, "could not publish an event");
-        }
+        let (recorder, reference, reason) = (self.recorder.clone(), obj.object_ref(&()), reason.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                warn!(error = %e, reason, "could not publish an event");
+            }
+            drop(permit);
+        });
     }
 }

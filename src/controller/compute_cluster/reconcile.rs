@@ -115,7 +115,7 @@ pub async fn reconcile(cluster: Arc<ComputeCluster>, ctx: Arc<Context>, caches: 
         if was != is || cluster.status.is_none() {
             let ready = &desired_status.conditions[0];
             let type_ = if is { EventType::Normal } else { EventType::Warning };
-            ctx.event(cluster.as_ref(), type_, &ready.reason, ready.message.clone(), "Reconcile").await;
+            ctx.event(cluster.as_ref(), type_, &ready.reason, ready.message.clone(), "Reconcile");
         }
     }
 

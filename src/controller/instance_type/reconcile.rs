@@ -30,7 +30,7 @@ pub async fn reconcile(itype: Arc<InstanceType>, ctx: Arc<Context>, nodes: Cache
         if was_ready != is_ready || itype.status.is_none() {
             let ready = &desired.conditions[0];
             let type_ = if is_ready { EventType::Normal } else { EventType::Warning };
-            ctx.event(itype.as_ref(), type_, &ready.reason, ready.message.clone(), "Fit").await;
+            ctx.event(itype.as_ref(), type_, &ready.reason, ready.message.clone(), "Fit");
         }
         tracing::debug!(instance_type = %itype.name_any(), matching = fit.matching_nodes, "status written");
     }

@@ -38,5 +38,5 @@ async fn announce_transition(model: &Model, desired: &crate::api::ModelStatus, c
         return;
     }
     let type_ = if ready.status == "True" { EventType::Normal } else { EventType::Warning };
-    ctx.event(model, type_, &ready.reason, ready.message.clone(), "Resolve").await;
+    ctx.event(model, type_, &ready.reason, ready.message.clone(), "Resolve");
 }

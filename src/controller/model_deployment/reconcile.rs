@@ -612,5 +612,5 @@ async fn announce_transition(md: &ModelDeployment, desired: &crate::api::ModelDe
         return;
     }
     let type_ = if ready.status == "True" { EventType::Normal } else { EventType::Warning };
-    ctx.event(md, type_, &ready.reason, ready.message.clone(), "Reconcile").await;
+    ctx.event(md, type_, &ready.reason, ready.message.clone(), "Reconcile");
 }

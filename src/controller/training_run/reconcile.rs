@@ -328,8 +328,7 @@ async fn start(run: &TrainingRun, ctx: &Context, admitted: Admitted) -> Result<A
         "Admitted",
         format!("started Job {} on compute cluster {}", job.name_any(), run.spec.compute_cluster),
         "Start",
-    )
-    .await;
+    );
 
     let observed = Observed {
         phase: RunPhase::Starting,
@@ -485,8 +484,7 @@ async fn register(run: &TrainingRun, ctx: &Context, reg: &RegisterModel) -> Resu
         "ModelRegistered",
         format!("registered model {registered} from {}", build::outputs_path(run)),
         "Register",
-    )
-    .await;
+    );
     Ok(registered)
 }
 
@@ -498,7 +496,7 @@ async fn write_status(run: &TrainingRun, ctx: &Context, observed: &Observed, rec
     if apply_status(&api, MANAGER, run, run.status.as_ref(), &desired).await? && before != Some(observed.phase) {
         let type_ = if observed.phase == RunPhase::Failed { EventType::Warning } else { EventType::Normal };
         let phase = format!("{:?}", observed.phase);
-        ctx.event(run, type_, &phase, format!("{phase}: {}", observed.message), "Reconcile").await;
+        ctx.event(run, type_, &phase, format!("{phase}: {}", observed.message), "Reconcile");
     }
     Ok(())
 }

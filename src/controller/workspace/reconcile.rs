@@ -370,7 +370,7 @@ async fn write_status(
         && let Some(ready) = conds.iter().find(|c| c.type_ == crate::runtime::conditions::READY)
     {
         let type_ = if ready.status { EventType::Normal } else { EventType::Warning };
-        ctx.event(ws, type_, &ready.reason, ready.message.clone(), "Reconcile").await;
+        ctx.event(ws, type_, &ready.reason, ready.message.clone(), "Reconcile");
     }
     Ok(())
 }
