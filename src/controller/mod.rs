@@ -100,6 +100,9 @@ pub async fn run<K, F, Fut>(
             }
         })
         .default_backoff()
+        // No reconcile reads its own object's managed fields: a field set per manager is most
+        // of a small object's size, kept for every object in the cache.
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
         .reflect(writer)
         .applied_objects();
     let controller = Controller::for_stream(objects, reader)
@@ -120,7 +123,7 @@ pub async fn run<K, F, Fut>(
                         // One Event when an object starts failing, not one per retry.
                         Err(e) if !ctx.backoff.is_failing(&key) => {
                             let note = format!("{e} (retrying with backoff)");
-                            ctx.event(obj.as_ref(), EventType::Warning, "ReconcileFailed", note, "Reconcile").await;
+                            ctx.event(obj.as_ref(), EventType::Warning, "ReconcileFailed", note, "Reconcile");
                         }
                         Err(_) => {}
                     }
