@@ -40,7 +40,7 @@ lint: ## rustfmt and clippy, warnings are errors
 	cargo clippy --workspace --all-targets -- -D warnings
 
 .PHONY: run
-run: ## run the operator against $$KUBECONFIG (default: the local cluster)
+run: ## run the operator against KUBECONFIG (default: the local cluster)
 	KUBECONFIG=$${KUBECONFIG:-$(KUBECONFIG_LOCAL)} cargo run --bin atrium-operator
 
 .PHONY: test

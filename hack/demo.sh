@@ -9,7 +9,7 @@ cd "$root"
 state="$root/target/demo"
 ns=team-a
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-die() { echo "demo: $*" >&2; exit 1; }
+die() { echo "demo: $*" >&2; echo "demo: what started is still running; make demo-down stops it" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 "$root/hack/demo-down.sh" --keep-cluster >/dev/null 2>&1 || true
@@ -30,7 +30,7 @@ wait_for() { # what, timeout seconds, command...
 }
 
 say "Building the operator, the router and atrium-local"
-cargo build --quiet --bins
+cargo build --quiet -p atrium -p atrium-router --bins
 target=${CARGO_TARGET_DIR:-$root/target}/debug
 venv=$(hack/python-env.sh)
 

@@ -33,13 +33,17 @@ done
 stamp+=" -X sigs.k8s.io/kwok/pkg/consts.Version=$kwok"
 stamp+=" -X helm.sh/helm/v3/internal/version.version=$helm"
 
-mkdir -p "$bin.tmp"
+# Each binary is built into a folder of this run's own and moved into place whole (a rename
+# within one file system), so two builds at once (make demo beside make test) never see or
+# clobber each other's half-written files.
+mkdir -p "$bin"
+tmp=$(mktemp -d "$bin.tmp.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
 for name in "${missing[@]}"; do
   echo "building $name (${pkgs[$name]})" >&2
-  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $stamp" -o "$bin.tmp/$name" "${pkgs[$name]}"
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $stamp" -o "$tmp/$name" "${pkgs[$name]}"
+  mv -f "$tmp/$name" "$bin/$name"
 done
-mkdir -p "$bin"
-mv "$bin.tmp"/* "$bin"/ && rmdir "$bin.tmp"
 echo "built ${missing[*]} in $(( $(date +%s) - start ))s" >&2
 echo "$bin"
