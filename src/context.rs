@@ -12,7 +12,7 @@ use tracing::warn;
 
 use crate::{
     health::Health,
-    runtime::{backoff::Backoff, metrics::Metrics, settle::Settle},
+    runtime::{backoff::Backoff, metrics::Metrics, own_writes::OwnWrites, settle::Settle},
 };
 
 pub struct Context {
@@ -22,6 +22,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// Progress-only status changes waiting to settle before they are written.
     pub settle: Settle,
+    /// Status writes the caches may not have caught up with yet.
+    pub own_writes: OwnWrites,
     recorder: Recorder,
     /// Events being published in the background, at most [`EVENTS_IN_FLIGHT`].
     events_in_flight: Arc<Semaphore>,
@@ -41,6 +43,7 @@ impl Context {
             health,
             backoff: Backoff::default(),
             settle: Settle::default(),
+            own_writes: OwnWrites::default(),
             events_in_flight: Arc::new(Semaphore::new(EVENTS_IN_FLIGHT)),
         }
     }

@@ -114,6 +114,11 @@ pub async fn run<K, F, Fut>(
             move |obj, ctx| {
                 let reconcile = reconcile.clone();
                 async move {
+                    // The cache has not caught up with this controller's last status write: the
+                    // write's own event brings the object back, fresh (runtime::own_writes).
+                    if let Some(wait) = ctx.own_writes.stale(obj.as_ref()) {
+                        return Ok(Action::requeue(wait));
+                    }
                     let start = Instant::now();
                     let key = object_key(obj.as_ref());
                     let result = reconcile(obj.clone(), ctx.clone()).await;

@@ -11,7 +11,7 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
-use super::naming::hex;
+use super::{naming::hex, own_writes::OwnWrites};
 
 /// Annotation on every child: a hash of what Atrium last applied. When the live child (from the
 /// metadata cache) carries the hash of the desired child, the apply is skipped, so a reconcile
@@ -43,10 +43,12 @@ where
 
 /// Server-side applies `status` to the status subresource of `obj` unless it already equals the
 /// live status. `status` is the whole status this controller owns; fields it leaves out are
-/// removed. Returns whether a write was made.
+/// removed. A write is recorded in `own` (reconciles wait for the cache to catch up with it).
+/// Returns whether a write was made.
 pub async fn apply_status<K, S>(
     api: &Api<K>,
     manager: &str,
+    own: &OwnWrites,
     obj: &K,
     current: Option<&S>,
     status: &S,
@@ -64,6 +66,7 @@ where
         "status": status,
     });
     api.patch_status(&obj.name_any(), &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await?;
+    own.wrote(obj);
     Ok(true)
 }
 

@@ -9,6 +9,7 @@ pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod naming;
+pub mod own_writes;
 pub mod settle;
 pub mod startup;
 pub mod watch;

@@ -110,7 +110,7 @@ pub async fn reconcile(cluster: Arc<ComputeCluster>, ctx: Arc<Context>, caches: 
     let live_standby = keep.iter().filter(|name| !terminating(name)).count() as i32;
     let desired_status = status::desired_status(&cluster, &readiness, &plan, live_standby, &now());
     let api: Api<ComputeCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    if apply_status(&api, MANAGER, cluster.as_ref(), cluster.status.as_ref(), &desired_status).await? {
+    if apply_status(&api, MANAGER, &ctx.own_writes, cluster.as_ref(), cluster.status.as_ref(), &desired_status).await? {
         let (was, is) = (cluster.is_ready(), desired_status.is_ready());
         if was != is || cluster.status.is_none() {
             let ready = &desired_status.conditions[0];

@@ -24,7 +24,7 @@ pub async fn reconcile(itype: Arc<InstanceType>, ctx: Arc<Context>, nodes: Cache
     let desired = status::desired_status(&itype, &fit, &now());
 
     let api: Api<InstanceType> = Api::all(ctx.client.clone());
-    if apply_status(&api, MANAGER, itype.as_ref(), itype.status.as_ref(), &desired).await? {
+    if apply_status(&api, MANAGER, &ctx.own_writes, itype.as_ref(), itype.status.as_ref(), &desired).await? {
         let was_ready = itype.is_ready();
         let is_ready = desired.is_ready();
         if was_ready != is_ready || itype.status.is_none() {

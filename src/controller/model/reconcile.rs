@@ -24,7 +24,7 @@ pub(super) async fn reconcile(model: Arc<Model>, ctx: Arc<Context>, caches: Arc<
     let desired = status::desired_status(&model, duplicate_of, &storage, &now());
 
     let api: Api<Model> = Api::namespaced(ctx.client.clone(), &namespace);
-    if apply_status(&api, MANAGER, model.as_ref(), model.status.as_ref(), &desired).await? {
+    if apply_status(&api, MANAGER, &ctx.own_writes, model.as_ref(), model.status.as_ref(), &desired).await? {
         announce_transition(&model, &desired, &ctx).await;
     }
     Ok(Action::await_change())

@@ -423,7 +423,7 @@ pub(super) async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>, cache
         );
         match ctx.settle.decide(&uid, urgency, settle::digest(&desired), Instant::now()) {
             Decision::Write => {
-                apply_status(&api, MANAGER, md.as_ref(), md.status.as_ref(), &desired).await?;
+                apply_status(&api, MANAGER, &ctx.own_writes, md.as_ref(), md.status.as_ref(), &desired).await?;
                 announce_transition(&md, &desired, &ctx).await;
             }
             Decision::Wait(wait) => settling = Some(wait),

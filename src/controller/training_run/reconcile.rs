@@ -454,7 +454,7 @@ async fn finished(run: &TrainingRun, ctx: &Context, current: &TrainingRunStatus)
         let registered = register(run, ctx, reg).await?;
         let status = TrainingRunStatus { registered_model: Some(registered), ..current.clone() };
         let api: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
-        apply_status(&api, MANAGER, run, run.status.as_ref(), &status).await?;
+        apply_status(&api, MANAGER, &ctx.own_writes, run, run.status.as_ref(), &status).await?;
     }
     Ok(Action::await_change())
 }
@@ -493,7 +493,9 @@ async fn write_status(run: &TrainingRun, ctx: &Context, observed: &Observed, rec
     let desired = status::desired_status(run, observed, record, &now());
     let api: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
     let before = run.status.as_ref().and_then(|s| s.phase);
-    if apply_status(&api, MANAGER, run, run.status.as_ref(), &desired).await? && before != Some(observed.phase) {
+    if apply_status(&api, MANAGER, &ctx.own_writes, run, run.status.as_ref(), &desired).await?
+        && before != Some(observed.phase)
+    {
         let type_ = if observed.phase == RunPhase::Failed { EventType::Warning } else { EventType::Normal };
         let phase = format!("{:?}", observed.phase);
         ctx.event(run, type_, &phase, format!("{phase}: {}", observed.message), "Reconcile");

@@ -362,7 +362,7 @@ async fn write_status(
 ) -> Result<()> {
     let next = status::status(ws, conds, namespace, storage, &now());
     let api: Api<Workspace> = Api::all(ctx.client.clone());
-    if !apply_status(&api, MANAGER, ws, ws.status.as_ref(), &next).await? {
+    if !apply_status(&api, MANAGER, &ctx.own_writes, ws, ws.status.as_ref(), &next).await? {
         return Ok(());
     }
     let (before, after) = (status::ready_of(ws.status.as_ref()), status::ready_of(Some(&next)));
