@@ -64,10 +64,10 @@ impl Context {
             return;
         };
         let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-        let (recorder, reference, reason) = (self.recorder.clone(), obj.object_ref(&()), reason.to_owned());
+        let (recorder, reference) = (self.recorder.clone(), obj.object_ref(&()));
         tokio::spawn(async move {
             if let Err(e) = recorder.publish(&ev, &reference).await {
-                warn!(error = %e, reason, "could not publish an event");
+                warn!(error = %e, reason = %ev.reason, "could not publish an event");
             }
             drop(permit);
         });

@@ -25,13 +25,13 @@ pub(super) async fn reconcile(model: Arc<Model>, ctx: Arc<Context>, caches: Arc<
 
     let api: Api<Model> = Api::namespaced(ctx.client.clone(), &namespace);
     if apply_status(&api, MANAGER, &ctx.own_writes, model.as_ref(), model.status.as_ref(), &desired).await? {
-        announce_transition(&model, &desired, &ctx).await;
+        announce_transition(&model, &desired, &ctx);
     }
     Ok(Action::await_change())
 }
 
 /// An Event when the model becomes usable or stops being usable (never on a no-op).
-async fn announce_transition(model: &Model, desired: &crate::api::ModelStatus, ctx: &Context) {
+fn announce_transition(model: &Model, desired: &crate::api::ModelStatus, ctx: &Context) {
     let Some(ready) = desired.condition(READY) else { return };
     let was = model.condition(READY).map(|c| c.status.as_str());
     if was == Some(ready.status.as_str()) {

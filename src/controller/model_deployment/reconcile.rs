@@ -424,7 +424,7 @@ pub(super) async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>, cache
         match ctx.settle.decide(&uid, urgency, settle::digest(&desired), Instant::now()) {
             Decision::Write => {
                 apply_status(&api, MANAGER, &ctx.own_writes, md.as_ref(), md.status.as_ref(), &desired).await?;
-                announce_transition(&md, &desired, &ctx).await;
+                announce_transition(&md, &desired, &ctx);
             }
             Decision::Wait(wait) => settling = Some(wait),
         }
@@ -602,7 +602,7 @@ async fn ensure_keys(
 
 /// An Event when the endpoint becomes Ready or stops being Ready, or when its first status is a
 /// problem (never on a no-op, never for an endpoint that is only on its way).
-async fn announce_transition(md: &ModelDeployment, desired: &crate::api::ModelDeploymentStatus, ctx: &Context) {
+fn announce_transition(md: &ModelDeployment, desired: &crate::api::ModelDeploymentStatus, ctx: &Context) {
     let Some(ready) = desired.condition(READY) else { return };
     let news = match md.condition(READY) {
         Some(was) => was.status != ready.status,
