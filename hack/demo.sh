@@ -29,7 +29,7 @@ wait_for() { # what, timeout seconds, command...
   done
 }
 
-say "Building the operator, the router and atrium-local"
+say "Building the operator, the router and atrium-local (quiet; about 5 minutes the first time)"
 cargo build --quiet -p atrium -p atrium-router --bins
 target=${CARGO_TARGET_DIR:-$root/target}/debug
 venv=$(hack/python-env.sh)
