@@ -97,6 +97,28 @@ where
     (Cache { store, synced }, touched)
 }
 
+/// A watch of `K` as a watch of what a cache keeps of it, `project(object)`: for kinds whose
+/// objects are large and of which a controller reads little.
+pub fn project<K, T, S>(
+    events: S,
+    project: impl Fn(K) -> T + Send + 'static,
+) -> impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static
+where
+    K: Send + 'static,
+    T: Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    events.map(move |event| {
+        event.map(|event| match event {
+            watcher::Event::Apply(o) => watcher::Event::Apply(project(o)),
+            watcher::Event::Delete(o) => watcher::Event::Delete(project(o)),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitApply(o) => watcher::Event::InitApply(project(o)),
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,8 @@ pub const INSTANCE: &str = "app.kubernetes.io/instance";
 pub const COMPONENT: &str = "app.kubernetes.io/component";
 pub const PART_OF: &str = "app.kubernetes.io/part-of";
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The prefix of Atrium's own labels and annotations.
+pub const ATRIUM_PREFIX: &str = "atrium.dev/";
 /// The kind of the Atrium object a child belongs to (lower case).
 pub const OWNER_KIND: &str = "atrium.dev/owner-kind";
 /// The name of the Atrium object a child belongs to (as a label value).
@@ -21,10 +23,22 @@ pub const OWNER_UID: &str = "atrium.dev/owner-uid";
 
 pub const MANAGER: &str = "atrium";
 
-/// Selects every object Atrium manages (the operator's watches use it, so it never caches
-/// objects that are not its own).
-pub fn managed_selector() -> String {
-    format!("{MANAGED_BY}={MANAGER}")
+/// Selects the children of one kind of Atrium object (`kind` in lower case). The controllers'
+/// watches of children use it, so a cache holds neither objects Atrium does not manage nor
+/// another controller's children.
+pub fn children_of_kind(kind: &str) -> String {
+    format!("{MANAGED_BY}={MANAGER},{OWNER_KIND}={kind}")
+}
+
+/// The labels a controller reads from a cached child: Atrium's own (`atrium.dev/...`: owner and
+/// deployment) and the component. Caches keep only these; the rest of a child's labels (the
+/// `app.kubernetes.io` set, `pod-template-hash`) would be most of its cached size.
+pub fn read_by_controllers(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter(|(k, _)| k.starts_with(ATRIUM_PREFIX) || k.as_str() == COMPONENT)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Selects the children of one owner.

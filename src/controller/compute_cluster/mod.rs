@@ -28,12 +28,7 @@ use super::RunOptions;
 use crate::{
     api::{ComputeCluster, InstanceType, TrainingRun},
     context::Context,
-    runtime::{
-        apply::apply,
-        cache::cache,
-        labels::{MANAGED_BY, MANAGER as MANAGED_BY_VALUE, OWNER_KIND},
-        watch::lenient_watcher,
-    },
+    runtime::{apply::apply, cache::cache, watch::lenient_watcher},
 };
 
 /// The field manager of everything this controller writes.
@@ -99,7 +94,7 @@ pub async fn run(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToke
 
 /// The label selector of the children of one kind of Atrium object.
 pub(crate) fn owned_by(kind: &str) -> String {
-    format!("{MANAGED_BY}={MANAGED_BY_VALUE},{OWNER_KIND}={kind}")
+    crate::runtime::labels::children_of_kind(kind)
 }
 
 /// A watch config with the operator's object selector, if any.

@@ -4,24 +4,27 @@
 //! Service of the exposure type) and the key Secret. Status comes from the live children: ready
 //! instances, failures read from the pods, the load balancer's address (docs/serving.md).
 //!
-//! Watches: its children (label-selected to ModelDeployment children; Deployments, Services and
-//! pods in full because readiness, failures and addresses are in their status, the rest as
-//! metadata), and the objects the spec refers to — Models (so that registering a model makes a
-//! waiting endpoint Ready with no edit), InstanceTypes and Workspaces (the pods' ServiceAccount).
+//! Watches: its children (label-selected to ModelDeployment children) and their pods, each cached
+//! as only what a reconcile reads (`cached`: summaries of Deployments and pods, Services without
+//! their spec, the rest as metadata), and the objects the spec refers to — Models (so that
+//! registering a model makes a waiting endpoint Ready with no edit), InstanceTypes and Workspaces
+//! (the pods' ServiceAccount).
 
 pub mod build;
+pub mod cached;
 mod reconcile;
 pub mod status;
+
+use cached::{DeploymentSummary, PodSummary};
 
 use std::sync::Arc;
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
     autoscaling::v2::HorizontalPodAutoscaler,
-    core::v1::{ConfigMap, Pod, PodStatus, Secret, Service},
+    core::v1::{ConfigMap, Pod, Secret, Service},
     policy::v1::PodDisruptionBudget,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ObjectMeta};
 use kube::{
     Api, Client, Resource, ResourceExt,
     core::PartialObjectMeta,
@@ -39,8 +42,8 @@ use crate::{
     api::{InstanceType, Model, ModelDeployment, Workspace, instance_type::DEFAULT_INSTANCE_TYPE},
     context::Context,
     runtime::{
-        cache::{Cache, NotSynced, cache},
-        labels::{MANAGED_BY, MANAGER as MANAGED_BY_ATRIUM, OWNER_KIND, OWNER_UID},
+        cache::{Cache, NotSynced, cache, project},
+        labels::{self, OWNER_UID},
         watch::lenient_watcher,
     },
 };
@@ -52,7 +55,7 @@ pub const MANAGER: &str = "atrium-modeldeployment";
 
 /// Selects the children of ModelDeployments (and their pods).
 pub fn children_selector() -> String {
-    format!("{MANAGED_BY}={MANAGED_BY_ATRIUM},{OWNER_KIND}=modeldeployment")
+    labels::children_of_kind("modeldeployment")
 }
 
 /// What a reconcile reads besides the ModelDeployment.
@@ -60,9 +63,9 @@ pub(crate) struct Caches {
     models: Cache<Model>,
     instance_types: Cache<InstanceType>,
     workspaces: Cache<Workspace>,
-    deployments: Cache<Deployment>,
+    deployments: Cache<DeploymentSummary>,
     services: Cache<Service>,
-    pods: Cache<Pod>,
+    pods: Cache<PodSummary>,
     config_maps: Cache<PartialObjectMeta<ConfigMap>>,
     secrets: Cache<PartialObjectMeta<Secret>>,
     autoscalers: Cache<PartialObjectMeta<HorizontalPodAutoscaler>>,
@@ -108,47 +111,6 @@ where
     watcher::watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), selected())
 }
 
-/// Keeps what failures and readiness are read from: the pod's labels, name and status.
-/// Managed fields as the reconcile reads them: who applied what when (manager, operation, time,
-/// subresource) and whether an entry holds `spec.replicas`. The field sets themselves — a JSON tree
-/// per manager, most of a cached Deployment's memory — are dropped.
-fn slim_managed_fields(meta: &mut ObjectMeta) {
-    for entry in meta.managed_fields.iter_mut().flatten() {
-        let replicas = entry.fields_v1.as_ref().is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some());
-        entry.fields_v1 = replicas.then(|| FieldsV1(serde_json::json!({ "f:spec": { "f:replicas": {} } })));
-    }
-}
-
-/// A Deployment as the reconcile reads it: metadata, the replica count and the status. The pod
-/// template (applies are skipped by the hash annotation, not by comparing specs) is dropped.
-fn slim_deployment(deployment: &mut Deployment) {
-    slim_managed_fields(&mut deployment.metadata);
-    if let Some(spec) = deployment.spec.as_mut() {
-        spec.template = Default::default();
-        spec.selector = Default::default();
-        spec.strategy = None;
-    }
-}
-
-fn slim_meta<K>(object: &mut PartialObjectMeta<K>) {
-    slim_managed_fields(&mut object.metadata);
-}
-
-fn slim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    pod.spec = None;
-    pod.status = pod.status.take().map(|s| PodStatus {
-        conditions: s.conditions,
-        container_statuses: s.container_statuses,
-        init_container_statuses: s.init_container_statuses,
-        phase: s.phase,
-        reason: s.reason,
-        message: s.message,
-        ..Default::default()
-    });
-}
-
 /// The ModelDeployments in `namespace` matching `pred`, as reconcile requests.
 fn endpoints_where(
     store: &Store<ModelDeployment>,
@@ -175,15 +137,16 @@ pub async fn run(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToke
     let (instance_types, instance_type_events) = cache(lenient_watcher::<InstanceType>(c, w, CONTROLLER, m));
     let (c, w, m) = lenient(all);
     let (workspaces, workspace_events) = cache(lenient_watcher::<Workspace>(c, w, CONTROLLER, m));
-    let (deployments, deployment_events) = cache(full_watch::<Deployment>(&client).modify(slim_deployment));
-    let (services, service_events) =
-        cache(full_watch::<Service>(&client).modify(|s: &mut Service| slim_managed_fields(&mut s.metadata)));
-    let (pods, pod_events) = cache(full_watch::<Pod>(&client).modify(slim_pod));
-    let (config_maps, config_map_events) = cache(metadata_watch::<ConfigMap>(&client).modify(slim_meta));
-    let (secrets, secret_events) = cache(metadata_watch::<Secret>(&client).modify(slim_meta));
-    let (autoscalers, autoscaler_events) = cache(metadata_watch::<HorizontalPodAutoscaler>(&client).modify(slim_meta));
+    // What the reconcile reads of each child, and no more (`cached`).
+    let (deployments, deployment_events) = cache(project(full_watch::<Deployment>(&client), DeploymentSummary::of));
+    let (services, service_events) = cache(full_watch::<Service>(&client).modify(cached::slim_service));
+    let (pods, pod_events) = cache(project(full_watch::<Pod>(&client), |pod| PodSummary::of(&pod)));
+    let (config_maps, config_map_events) = cache(metadata_watch::<ConfigMap>(&client).modify(cached::slim_meta));
+    let (secrets, secret_events) = cache(metadata_watch::<Secret>(&client).modify(cached::slim_meta));
+    let (autoscalers, autoscaler_events) =
+        cache(metadata_watch::<HorizontalPodAutoscaler>(&client).modify(cached::slim_meta));
     let (disruption_budgets, disruption_budget_events) =
-        cache(metadata_watch::<PodDisruptionBudget>(&client).modify(slim_meta));
+        cache(metadata_watch::<PodDisruptionBudget>(&client).modify(cached::slim_meta));
     let caches = Arc::new(Caches {
         models,
         instance_types,
@@ -232,7 +195,7 @@ pub async fn run(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToke
                 None => Vec::new(),
             })
             // Pods belong to ReplicaSets: find their endpoint by the owner uid label.
-            .watches_stream(pod_events, move |pod: Pod| {
+            .watches_stream(pod_events, move |pod: PodSummary| {
                 let Some(uid) = pod.labels().get(OWNER_UID).cloned() else { return Vec::new() };
                 endpoints_where(&by_pod, pod.namespace().as_deref(), |md| md.uid().as_deref() == Some(uid.as_str()))
             })
@@ -246,48 +209,4 @@ pub async fn run(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToke
         shutdown,
     )
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_slim_deployment_keeps_what_the_reconcile_reads() {
-        let mut d: Deployment = serde_json::from_value(json!({
-            "metadata": {
-                "name": "e-blue",
-                "annotations": { "atrium.dev/applied-hash": "abc" },
-                "managedFields": [
-                    { "manager": MANAGER, "operation": "Apply", "time": "2026-01-01T00:00:00Z",
-                      "fieldsType": "FieldsV1",
-                      "fieldsV1": { "f:spec": { "f:replicas": {}, "f:template": { "f:spec": {} } } } },
-                    { "manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
-                      "time": "2026-01-01T00:00:01Z", "fieldsType": "FieldsV1",
-                      "fieldsV1": { "f:status": { "f:readyReplicas": {} } } }
-                ]
-            },
-            "spec": {
-                "replicas": 3,
-                "selector": { "matchLabels": { "a": "b" } },
-                "template": { "metadata": { "labels": { "a": "b" } }, "spec": { "containers": [{ "name": "c" }] } }
-            },
-            "status": { "readyReplicas": 2 }
-        }))
-        .unwrap();
-        slim_deployment(&mut d);
-        let fields = d.metadata.managed_fields.as_ref().unwrap();
-        assert_eq!(fields.len(), 2);
-        assert_eq!(fields[0].fields_v1.as_ref().unwrap().0, json!({ "f:spec": { "f:replicas": {} } }));
-        assert_eq!(fields[0].manager.as_deref(), Some(MANAGER));
-        assert!(fields[0].time.is_some());
-        assert!(fields[1].fields_v1.is_none());
-        assert_eq!(fields[1].subresource.as_deref(), Some("status"));
-        let spec = d.spec.as_ref().unwrap();
-        assert_eq!(spec.replicas, Some(3));
-        assert!(spec.template.spec.is_none());
-        assert_eq!(d.status.unwrap().ready_replicas, Some(2));
-        assert_eq!(d.metadata.annotations.unwrap()["atrium.dev/applied-hash"], "abc");
-    }
 }

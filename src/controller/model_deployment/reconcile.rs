@@ -14,7 +14,7 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         autoscaling::v2::HorizontalPodAutoscaler,
-        core::v1::{ConfigMap, Pod, Secret, Service},
+        core::v1::{ConfigMap, Secret, Service},
         policy::v1::PodDisruptionBudget,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -31,6 +31,7 @@ use tracing::{debug, info};
 use super::{
     Caches, MANAGER,
     build::{self, DeploymentPlan, ServedModel},
+    cached::{DeploymentSummary, PodSummary},
     status::{self, Observed, REASON_INSTANCE_TYPE_NOT_FOUND, REASON_INVALID_SPEC, REASON_NAME_CONFLICT},
 };
 use crate::{
@@ -151,16 +152,6 @@ fn plan<'a>(
     })
 }
 
-/// Whether `manager` owns `spec.replicas` through server-side apply.
-fn applies_replicas(meta: &ObjectMeta, manager: &str) -> bool {
-    meta.managed_fields.iter().flatten().any(|entry| {
-        entry.manager.as_deref() == Some(manager)
-            && entry.operation.as_deref() == Some("Apply")
-            && entry.subresource.is_none()
-            && entry.fields_v1.as_ref().is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
-    })
-}
-
 /// When this controller last applied an object (from its managed fields).
 fn last_applied(meta: &ObjectMeta) -> Option<jiff::Timestamp> {
     meta.managed_fields
@@ -237,8 +228,8 @@ impl Applier<'_> {
 
     /// Before the HPA takes a Deployment's replicas: another manager holds the current count,
     /// so that this controller leaving the field out does not reset it.
-    async fn hand_over_replicas(&self, live: &Deployment) -> Result<()> {
-        let replicas = live.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    async fn hand_over_replicas(&self, live: &DeploymentSummary) -> Result<()> {
+        let replicas = live.replicas.unwrap_or(1);
         let patch = serde_json::json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -287,12 +278,12 @@ fn deployment_of<'a>(md: &'a ModelDeployment, labels: &BTreeMap<String, String>)
 
 /// The children of one endpoint as they are now, from the caches.
 struct Live {
-    deployments: Vec<Arc<Deployment>>,
+    deployments: Vec<Arc<DeploymentSummary>>,
     services: Vec<Arc<Service>>,
     config_maps: Vec<Arc<PartialObjectMeta<ConfigMap>>>,
     autoscalers: Vec<Arc<PartialObjectMeta<HorizontalPodAutoscaler>>>,
     disruption_budgets: Vec<Arc<PartialObjectMeta<PodDisruptionBudget>>>,
-    pods: Vec<Arc<Pod>>,
+    pods: Vec<Arc<PodSummary>>,
 }
 
 impl Live {
@@ -307,12 +298,12 @@ impl Live {
         }
     }
 
-    fn deployment(&self, endpoint: &str, deployment: &str) -> Option<Arc<Deployment>> {
+    fn deployment(&self, endpoint: &str, deployment: &str) -> Option<Arc<DeploymentSummary>> {
         by_name(&self.deployments, &build::deployment_child_name(endpoint, deployment))
     }
 
     /// The pods of one component, and of one deployment when given.
-    fn pods(&self, component: &str, deployment: Option<&str>) -> Vec<&Pod> {
+    fn pods(&self, component: &str, deployment: Option<&str>) -> Vec<&PodSummary> {
         let deployment = deployment.map(label_value);
         self.pods
             .iter()
@@ -328,8 +319,8 @@ impl Live {
 
 /// Instances the router counts for a deployment: the operator's count, the HPA's when it
 /// scales, and for one that could not be built what is running (0 for nothing).
-fn instances(deployment: &OnlineDeployment, built: bool, live: Option<&Deployment>) -> u32 {
-    let live_replicas = live.and_then(|l| l.spec.as_ref()?.replicas);
+fn instances(deployment: &OnlineDeployment, built: bool, live: Option<&DeploymentSummary>) -> u32 {
+    let live_replicas = live.and_then(|l| l.replicas);
     let n = match (&deployment.scale, built) {
         (_, false) => live_replicas.unwrap_or(0),
         (Some(scale), true) => live_replicas.unwrap_or(scale.min_instances),
@@ -467,7 +458,7 @@ async fn apply_children(
         let current = by_name(&live.deployments, &desired.name_any());
         let deployment = deployment_of(md, desired.labels());
         let scaled = deployment.and_then(|d| md.spec.deployment(d)).is_some_and(|d| d.scale.is_some());
-        if let Some(current) = current.as_ref().filter(|l| scaled && applies_replicas(&l.metadata, MANAGER)) {
+        if let Some(current) = current.as_ref().filter(|l| scaled && l.applies_replicas) {
             applier.hand_over_replicas(current).await?;
         }
         let outcome = applier.apply(desired, current.as_ref().map(|l| &l.metadata)).await?;

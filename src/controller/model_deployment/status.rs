@@ -6,14 +6,17 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
-        apps::v1::Deployment,
+        apps::v1::{Deployment, DeploymentCondition},
         core::v1::{ContainerStatus, Pod, Service},
     },
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use kube::ResourceExt;
 
-use super::build;
+use super::{
+    build,
+    cached::{DeploymentSummary, PodSummary},
+};
 use crate::{
     api::{
         ModelDeployment, ModelDeploymentStatus,
@@ -100,7 +103,7 @@ fn container_failure(pod: &str, kind: &str, cs: &ContainerStatus) -> Option<Depl
 }
 
 /// Why one pod cannot serve, if it cannot and the reason is a failure (not just starting).
-fn single_pod_failure(pod: &Pod) -> Option<DeploymentFailure> {
+pub fn single_pod_failure(pod: &Pod) -> Option<DeploymentFailure> {
     if is_ready(pod) || pod.metadata.deletion_timestamp.is_some() {
         return None;
     }
@@ -129,17 +132,21 @@ fn single_pod_failure(pod: &Pod) -> Option<DeploymentFailure> {
 }
 
 /// The failure of the first failing pod (by name, so the answer is stable).
-pub fn pod_failure<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<DeploymentFailure> {
-    let mut pods: Vec<&Pod> = pods.into_iter().collect();
-    pods.sort_by_key(|p| p.metadata.name.clone());
-    pods.into_iter().find_map(single_pod_failure)
+pub fn pod_failure<'a>(pods: impl IntoIterator<Item = &'a PodSummary>) -> Option<DeploymentFailure> {
+    let mut pods: Vec<&PodSummary> = pods.into_iter().collect();
+    pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    pods.into_iter().find_map(|p| p.failure.clone())
 }
 
 /// A failure the Deployment itself reports: pods it cannot create (quota, admission) or a
 /// rollout past its deadline.
 pub fn rollout_failure(deployment: &Deployment) -> Option<DeploymentFailure> {
-    let conditions = deployment.status.as_ref()?.conditions.as_ref()?;
-    conditions.iter().find_map(|c| match (c.type_.as_str(), c.status.as_str()) {
+    deployment.status.as_ref()?.conditions.as_ref()?.iter().find_map(rollout_failure_condition)
+}
+
+/// The failure one Deployment condition reports, if it reports one.
+pub fn rollout_failure_condition(c: &DeploymentCondition) -> Option<DeploymentFailure> {
+    match (c.type_.as_str(), c.status.as_str()) {
         ("ReplicaFailure", "True") => {
             Some(failure(c.reason.as_deref().unwrap_or("ReplicaFailure"), c.message.clone().unwrap_or_default()))
         }
@@ -148,16 +155,16 @@ pub fn rollout_failure(deployment: &Deployment) -> Option<DeploymentFailure> {
             c.message.clone().unwrap_or_default(),
         )),
         _ => None,
-    })
+    }
 }
 
 /// What is known about one deployment this round.
 #[derive(Clone, Debug, Default)]
 pub struct Observed<'a> {
     /// The live Deployment, if any.
-    pub live: Option<&'a Deployment>,
+    pub live: Option<&'a DeploymentSummary>,
     /// Its pods.
-    pub pods: Vec<&'a Pod>,
+    pub pods: Vec<&'a PodSummary>,
     /// The model version it serves, `name:version`.
     pub model: Option<String>,
     /// Why it could not be (re)built this round: an unresolved reference or a refused child.
@@ -167,16 +174,15 @@ pub struct Observed<'a> {
 /// The status of one deployment: counts from the live Deployment; the failure from what could
 /// not be built, else the pods, else the Deployment's own conditions.
 pub fn deployment_status(name: &str, observed: &Observed) -> OnlineDeploymentStatus {
-    let status = observed.live.and_then(|d| d.status.as_ref());
     let last_failure = observed
         .problem
         .clone()
         .or_else(|| pod_failure(observed.pods.iter().copied()))
-        .or_else(|| observed.live.and_then(rollout_failure));
+        .or_else(|| observed.live.and_then(|d| d.failure.clone()));
     OnlineDeploymentStatus {
         name: name.to_owned(),
-        replicas: observed.live.map(|_| status.and_then(|s| s.replicas).unwrap_or(0)),
-        ready_replicas: observed.live.map(|_| status.and_then(|s| s.ready_replicas).unwrap_or(0)),
+        replicas: observed.live.map(|d| d.current_replicas.unwrap_or(0)),
+        ready_replicas: observed.live.map(|d| d.ready_replicas.unwrap_or(0)),
         model: observed.model.clone(),
         last_failure,
     }
@@ -228,8 +234,8 @@ pub fn traffic_condition(config: &atrium_router::config::RouterConfig) -> Cond {
 /// The router's side of readiness.
 #[derive(Clone, Debug, Default)]
 pub struct Router<'a> {
-    pub deployment: Option<&'a Deployment>,
-    pub pods: Vec<&'a Pod>,
+    pub deployment: Option<&'a DeploymentSummary>,
+    pub pods: Vec<&'a PodSummary>,
     pub service: Option<&'a Service>,
 }
 
@@ -276,8 +282,7 @@ pub fn ready_condition(
         };
         return Cond::fail(READY, &reason, message);
     }
-    let router_ready =
-        router.deployment.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0) > 0;
+    let router_ready = router.deployment.and_then(|d| d.ready_replicas).unwrap_or(0) > 0;
     if !router_ready {
         let why = pod_failure(router.pods.iter().copied()).and_then(|f| f.message).map_or_else(
             || "the router has no ready instance yet".to_owned(),

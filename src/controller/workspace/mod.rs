@@ -44,7 +44,7 @@ use crate::{
     runtime::{
         apply::apply,
         cache::{Cache, NotSynced, cache},
-        labels::managed_selector,
+        labels::children_of_kind,
         startup,
         watch::lenient_watcher,
     },
@@ -99,7 +99,7 @@ pub async fn run(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToke
         tokio::spawn(install_cluster_roles(ctx.client.clone(), shutdown.clone()));
     }
     let client = ctx.client.clone();
-    let managed = watcher::Config::default().labels(&managed_selector());
+    let managed = watcher::Config::default().labels(&children_of_kind("workspace"));
     let everything = watcher::Config::default();
     let mut own_workspaces = watcher::Config::default().any_semantic();
     if let Some(sel) = &opts.object_selector {

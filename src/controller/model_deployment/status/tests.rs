@@ -7,16 +7,17 @@ fn t(s: i64) -> Time {
     Time(Timestamp::from_second(s).unwrap())
 }
 
-fn pod(name: &str, status: Value) -> Pod {
-    serde_json::from_value(json!({"metadata": {"name": name}, "status": status})).unwrap()
+/// A pod as the cache keeps it.
+fn pod(name: &str, status: Value) -> PodSummary {
+    PodSummary::of(&serde_json::from_value(json!({"metadata": {"name": name}, "status": status})).unwrap())
 }
 
-fn ready_pod(name: &str) -> Pod {
+fn ready_pod(name: &str) -> PodSummary {
     pod(name, json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}))
 }
 
 /// As kwok reports a restarted container that exits with `code`.
-fn crash_looping(name: &str, code: i32, reason: &str) -> Pod {
+fn crash_looping(name: &str, code: i32, reason: &str) -> PodSummary {
     pod(
         name,
         json!({
@@ -31,7 +32,7 @@ fn crash_looping(name: &str, code: i32, reason: &str) -> Pod {
     )
 }
 
-fn pull_error(name: &str) -> Pod {
+fn pull_error(name: &str) -> PodSummary {
     pod(
         name,
         json!({
@@ -45,13 +46,16 @@ fn pull_error(name: &str) -> Pod {
     )
 }
 
-fn deployment(replicas: i32, ready: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": "d"},
-        "spec": {"replicas": replicas, "selector": {}, "template": {}},
-        "status": {"replicas": replicas, "readyReplicas": ready},
-    }))
-    .unwrap()
+/// A Deployment as the cache keeps it.
+fn deployment(replicas: i32, ready: i32) -> DeploymentSummary {
+    DeploymentSummary::of(
+        serde_json::from_value(json!({
+            "metadata": {"name": "d"},
+            "spec": {"replicas": replicas, "selector": {}, "template": {}},
+            "status": {"replicas": replicas, "readyReplicas": ready},
+        }))
+        .unwrap(),
+    )
 }
 
 fn lb_service(ip: Option<&str>) -> Service {
@@ -141,12 +145,14 @@ fn deployments_report_counts_and_the_most_precise_failure() {
     let none = deployment_status("blue", &Observed::default());
     assert_eq!((none.replicas, none.ready_replicas, none.last_failure), (None, None, None));
 
-    let quota: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "d"}, "spec": {"selector": {}, "template": {}},
-        "status": {"conditions": [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
-                                   "message": "exceeded quota"}]},
-    }))
-    .unwrap();
+    let quota = DeploymentSummary::of(
+        serde_json::from_value(json!({
+            "metadata": {"name": "d"}, "spec": {"selector": {}, "template": {}},
+            "status": {"conditions": [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                                       "message": "exceeded quota"}]},
+        }))
+        .unwrap(),
+    );
     let f = deployment_status("blue", &Observed { live: Some(&quota), ..Default::default() }).last_failure.unwrap();
     assert_eq!((f.reason.as_deref(), f.message.as_deref()), (Some("FailedCreate"), Some("exceeded quota")));
 }
