@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    tokio::spawn(atrium::runtime::memory::trim_periodically(shutdown.clone()));
 
     let server = tokio::spawn(health::serve(args.http_addr, health.clone(), metrics.clone(), shutdown.clone()));
 

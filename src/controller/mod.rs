@@ -83,7 +83,9 @@ pub async fn run<K, F, Fut>(
     Fut: Future<Output = Result<Action>> + Send + 'static,
 {
     let (reader, writer) = reflector::store();
-    let mut wc = watcher::Config::default().any_semantic();
+    // Listed in pages: a controller's own objects are decoded from untyped JSON trees, several
+    // times their size, a page at a time (runtime::watch::LIST_PAGE).
+    let mut wc = watcher::Config::default().page_size(crate::runtime::watch::LIST_PAGE);
     if let Some(sel) = &opts.object_selector {
         wc = wc.labels(sel);
     }

@@ -1,5 +1,5 @@
 //! The toolkit every controller shares: naming, labels, apply and prune, conditions, backoff,
-//! metrics, leader election and resilient watches. One implementation of each.
+//! metrics, leader election, resilient watches and memory. One implementation of each.
 
 pub mod apply;
 pub mod backoff;
@@ -7,6 +7,7 @@ pub mod cache;
 pub mod conditions;
 pub mod labels;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod naming;
 pub mod own_writes;

@@ -18,6 +18,13 @@ use tracing::warn;
 
 use super::metrics::Metrics;
 
+/// Objects per page when a watch of many objects lists them (at start, and again when a watch
+/// expires). A listing is held whole as decoded objects until each is cached (cut down, for
+/// children), and the allocator keeps what a peak took: 1000 endpoints' pods in one response
+/// were some 60 MiB for a moment. Such watches also leave out `any_semantic`, with which the
+/// API server answers from its cache in one response whatever the page size.
+pub const LIST_PAGE: u32 = 100;
+
 /// A watch of `K` (all namespaces) whose undecodable objects are skipped.
 pub fn lenient_watcher<K>(
     client: Client,

@@ -44,7 +44,7 @@ use crate::{
     runtime::{
         cache::{Cache, NotSynced, cache, project},
         labels::{self, OWNER_UID},
-        watch::lenient_watcher,
+        watch::{LIST_PAGE, lenient_watcher},
     },
 };
 
@@ -89,8 +89,9 @@ impl Caches {
     }
 }
 
+/// The children's watches: listed in pages (`LIST_PAGE`).
 fn selected() -> watcher::Config {
-    watcher::Config::default().any_semantic().labels(&children_selector())
+    watcher::Config::default().labels(&children_selector()).page_size(LIST_PAGE)
 }
 
 fn full_watch<K>(
