@@ -305,6 +305,16 @@ impl Results {
                 let _ = writeln!(s, "| {largest} objects, peak during the burst | {} | |", mib(p));
             }
         }
+        if let Some(first) = restart.first() {
+            let rss = med(&restart, |t| Some(t.rss_kib as f64)).unwrap_or(f64::NAN);
+            let _ = writeln!(
+                s,
+                "| {} ModelDeployments, after a restart (once quiet) | {} [{}] | |",
+                first.objects,
+                mib(rss),
+                all(&restart, |t| Some(t.rss_kib as f64 / 1024.0), |v| format!("{v:.1}"))
+            );
+        }
         if let Some(m) = &self.large_memory {
             let _ = writeln!(s, "| {} ModelDeployments, steady (one run) | {} | |", m.objects, mib(m.rss_kib as f64));
             let _ = writeln!(

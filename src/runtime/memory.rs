@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How often free memory is handed back.
-pub const PERIOD: Duration = Duration::from_secs(15);
+pub const PERIOD: Duration = Duration::from_secs(10);
 
 /// Hands free memory back every [`PERIOD`] until `shutdown`.
 pub async fn trim_periodically(shutdown: CancellationToken) {
