@@ -55,7 +55,7 @@ pub async fn run(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToke
     let (jobs, job_changes) = cache(run_job_events(client.clone()));
     let standby_events = watcher::watcher(
         Api::<PartialObjectMeta<Pod>>::all(client.clone()),
-        watcher::Config::default().labels(&owned_by("computecluster")).any_semantic(),
+        watcher::Config::default().labels(&crate::runtime::labels::children_of_kind("computecluster")).any_semantic(),
     );
     let (standby, standby_changes) = cache(standby_events);
     let caches = reconcile::Caches { itypes, runs, jobs, standby };
@@ -92,11 +92,6 @@ pub async fn run(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToke
     .await;
 }
 
-/// The label selector of the children of one kind of Atrium object.
-pub(crate) fn owned_by(kind: &str) -> String {
-    crate::runtime::labels::children_of_kind(kind)
-}
-
 /// A watch config with the operator's object selector, if any.
 pub(crate) fn selected(object_selector: Option<&str>) -> watcher::Config {
     let config = watcher::Config::default().any_semantic();
@@ -113,7 +108,7 @@ pub(crate) fn run_job_events(
 ) -> impl Stream<Item = Result<watcher::Event<Job>, watcher::Error>> + Send + 'static {
     watcher::watcher(
         Api::<Job>::all(client),
-        watcher::Config::default().labels(&owned_by("trainingrun")).any_semantic(),
+        watcher::Config::default().labels(&crate::runtime::labels::children_of_kind("trainingrun")).any_semantic(),
     )
     .modify(|job: &mut Job| {
         job.metadata.managed_fields = None;

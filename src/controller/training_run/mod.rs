@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     RunOptions,
-    compute_cluster::{admission::RUN_ANNOTATION, owned_by, run_job_events, selected},
+    compute_cluster::{admission::RUN_ANNOTATION, run_job_events, selected},
 };
 use crate::{
     api::{ComputeCluster, InstanceType, Model, TrainingRun, Workspace},
@@ -50,12 +50,14 @@ pub async fn run(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToke
         metrics.clone(),
     ));
     let (jobs, job_changes) = cache(run_job_events(client.clone()));
-    let pod_events = watcher::watcher(Api::<Pod>::all(client.clone()), all().labels(&owned_by("trainingrun"))).modify(
-        |pod: &mut Pod| {
-            pod.metadata.managed_fields = None;
-            pod.spec = None;
-        },
-    );
+    let pod_events = watcher::watcher(
+        Api::<Pod>::all(client.clone()),
+        all().labels(&crate::runtime::labels::children_of_kind("trainingrun")),
+    )
+    .modify(|pod: &mut Pod| {
+        pod.metadata.managed_fields = None;
+        pod.spec = None;
+    });
     let (pods, pod_changes) = cache(pod_events);
     let (clusters, cluster_changes) =
         cache(lenient_watcher::<ComputeCluster>(client.clone(), all(), "trainingrun", metrics.clone()));
