@@ -39,16 +39,6 @@ versions="Kubernetes, etcd, kwok: $(basename "$bin"); $(rustc --version | cut -d
   --machine "$machine" --versions "$versions" ${BENCH_NO_ORACLE:+--no-oracle}
 
 if [ "${BENCH_WRITE_DOCS:-1}" = 1 ]; then
-  python3 - "$out/report.md" docs/benchmarks.md <<'PY'
-import sys
-report, doc = sys.argv[1], sys.argv[2]
-begin, end = "<!-- operator-results:begin -->", "<!-- operator-results:end -->"
-text = open(doc).read()
-if begin not in text or end not in text:
-    sys.exit(f"{doc} has no {begin} ... {end} section to write the results into")
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-open(doc, "w").write(head + begin + "\n" + open(report).read() + end + tail)
-PY
+  python3 hack/splice-results.py "$out/report.md" docs/benchmarks.md operator-results
   echo "bench: results written to docs/benchmarks.md (raw: $out/results.json)"
 fi

@@ -314,16 +314,6 @@ Every round (direct → router):
 EOF
 cat "$WORK/report.md"
 if [[ "${BENCH_WRITE_DOCS:-1}" == 1 ]]; then
-  python3 - "$WORK/report.md" docs/benchmarks.md <<'PY'
-import sys
-report, doc = sys.argv[1], sys.argv[2]
-begin, end = "<!-- router-results:begin -->", "<!-- router-results:end -->"
-text = open(doc).read()
-if begin not in text or end not in text:
-    sys.exit(f"{doc} has no {begin} ... {end} section to write the results into")
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-open(doc, "w").write(head + begin + "\n" + open(report).read() + end + tail)
-PY
+  python3 hack/splice-results.py "$WORK/report.md" docs/benchmarks.md router-results
   echo "bench-router: results written to docs/benchmarks.md"
 fi
