@@ -76,6 +76,35 @@ fn ready_kinds() {
     assert_eq!(message, "NameConflict: details");
 }
 
+/// The reasons the controllers really report: the waiting ones are Progressing, those that need a
+/// person Degraded.
+#[test]
+fn the_operators_reasons() {
+    for reason in atrium::controller::WAITING_REASONS {
+        let (got, message) = health("ready.lua", with_ready("False", reason, 1, 1));
+        assert_eq!(got, "Progressing", "{reason} is a waiting reason of the operator: {message}");
+    }
+    let needs_a_person = [
+        atrium::api::workspace::REASON_NAME_CONFLICT,
+        atrium::api::workspace::REASON_NAMESPACE_CONFLICT,
+        atrium::api::instance_type::REASON_UNSCHEDULABLE,
+        atrium::api::model::REASON_DUPLICATE_VERSION,
+        atrium::controller::model::resolve::REASON_MODEL_NOT_FOUND,
+        atrium::controller::model::status::REASON_WORKSPACE_NOT_FOUND,
+        atrium::controller::model_deployment::status::REASON_INSTANCE_TYPE_NOT_FOUND,
+        atrium::controller::model_deployment::status::REASON_INVALID_SPEC,
+        atrium::controller::model_deployment::status::REASON_INVALID_TRAFFIC,
+        atrium::controller::model_deployment::status::REASON_NO_LIVE_TRAFFIC,
+        atrium::controller::compute_cluster::status::REASON_INSTANCE_TYPE_NOT_FOUND,
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+    ];
+    for reason in needs_a_person {
+        let (got, message) = health("ready.lua", with_ready("False", reason, 1, 1));
+        assert_eq!(got, "Degraded", "{reason}: {message}");
+    }
+}
+
 #[test]
 fn training_runs() {
     let run = |status: Value| json!({ "metadata": { "name": "r", "generation": 1 }, "status": status });

@@ -27,6 +27,21 @@ pub mod instance_type;
 pub mod training_run;
 pub mod workspace;
 
+/// Reasons of `Ready=False` that mean an object is on its way — waiting for something that happens
+/// by itself (pods starting, an address being assigned, storage or a namespace settling) — rather
+/// than that a person has to act. Argo CD's health check shipped with the chart
+/// (`charts/atrium/files/argocd/ready.lua`) shows these as Progressing and every other `False`
+/// reason as Degraded; `tests/argocd_health.rs` checks that the two agree.
+pub const WAITING_REASONS: &[&str] = &[
+    model_deployment::status::REASON_DEPLOYMENT_NOT_READY,
+    model_deployment::status::REASON_ROUTER_NOT_READY,
+    model_deployment::status::REASON_LOAD_BALANCER_PENDING,
+    model::resolve::REASON_MODEL_NOT_READY,
+    model::status::REASON_STORAGE_NOT_READY,
+    compute_cluster::status::REASON_INSTANCE_TYPE_PENDING,
+    workspace::REASON_NAMESPACE_TERMINATING,
+];
+
 /// Why a reconcile failed. The variant names the metric label and tells transient from not.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -611,7 +611,8 @@ async fn an_existing_namespace_is_a_conflict_unless_adopted_and_never_taken_from
     apply_workspace(&api, &name, &shard, spec(true)).await;
     let ws = wait_ready(&api, &name, true, None).await;
     let after = Api::<Namespace>::all(client.clone()).get(&existing.name).await.unwrap();
-    assert_eq!(owner_uids(&after), [ws.uid().unwrap()]);
+    assert_eq!(after.labels()["atrium.dev/owner-uid"], ws.uid().unwrap());
+    assert!(after.owner_references().is_empty(), "Retain: no owner reference");
     assert_eq!(after.labels()["atrium.dev/test"], "true", "the namespace's own labels stay");
     assert!(sas.get_opt("atrium-run").await.unwrap().is_some());
 
@@ -622,7 +623,7 @@ async fn an_existing_namespace_is_a_conflict_unless_adopted_and_never_taken_from
 }
 
 #[tokio::test]
-async fn retain_keeps_the_namespace_and_claim_and_delete_removes_the_namespace() {
+async fn retain_keeps_the_namespace_and_claim_even_in_foreground_and_delete_removes_the_namespace() {
     install_crds().await;
     let client = client().await;
     let shard = unique("ws-delete");
@@ -630,38 +631,56 @@ async fn retain_keeps_the_namespace_and_claim_and_delete_removes_the_namespace()
     let _op = operator(&shard);
     let api = workspaces(&client);
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let (kept, gone) = (unique("ws-retain"), unique("ws-delete"));
-    cleanup.workspaces.extend([kept.clone(), gone.clone()]);
-    cleanup.namespaces.extend([kept.clone(), gone.clone()]);
+    let (kept, switched, gone) = (unique("ws-retain"), unique("ws-switched"), unique("ws-delete"));
+    cleanup.workspaces.extend([kept.clone(), switched.clone(), gone.clone()]);
+    cleanup.namespaces.extend([kept.clone(), switched.clone(), gone.clone()]);
 
     let access = json!([{ "kind": "User", "name": "alice", "role": "Reader" }]);
     apply_workspace(&api, &kept, &shard, json!({ "access": access })).await;
+    apply_workspace(&api, &switched, &shard, json!({ "access": access, "deletionPolicy": "Delete" })).await;
     apply_workspace(&api, &gone, &shard, json!({ "access": access, "deletionPolicy": "Delete" })).await;
     let ws_kept = wait_ready(&api, &kept, true, None).await;
     let ws_gone = wait_ready(&api, &gone, true, None).await;
     assert_eq!(ws_kept.finalizers(), [FINALIZER]);
     assert!(ws_gone.finalizers().is_empty());
 
-    let started = Instant::now();
-    api.delete(&kept, &DeleteParams::default()).await.unwrap();
-    api.delete(&gone, &DeleteParams::default()).await.unwrap();
-    wait_for(&api, &kept, Duration::from_secs(30), conditions::is_deleted(&ws_kept.uid().unwrap())).await;
-    eprintln!("Retain: workspace deleted in {:?}", started.elapsed());
-    wait_for(&api, &gone, Duration::from_secs(30), conditions::is_deleted(&ws_gone.uid().unwrap())).await;
-
-    // Retain: namespace, claim and the rest stay, with no owner reference to the workspace (so
-    // the garbage collector leaves them — checked again after it had time to act).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Retain: the children are labelled as the workspace's but carry no owner reference, so no
+    // deletion of the workspace can take them.
     let uid = ws_kept.uid().unwrap();
     let ns = namespaces.get(&kept).await.unwrap();
-    assert!(ns.metadata.deletion_timestamp.is_none(), "the retained namespace is not deleted");
-    assert!(!owner_uids(&ns).contains(&uid));
+    assert!(owner_uids(&ns).is_empty() && ns.labels()["atrium.dev/owner-uid"] == uid, "{:?}", ns.metadata);
     let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &kept).get("atrium-storage").await.unwrap();
-    assert!(pvc.metadata.deletion_timestamp.is_none() && !owner_uids(&pvc).contains(&uid));
-    let rb = Api::<RoleBinding>::namespaced(client.clone(), &kept).get("atrium-reader-user-alice").await.unwrap();
-    assert!(rb.metadata.deletion_timestamp.is_none() && !owner_uids(&rb).contains(&uid));
-    let sa = Api::<ServiceAccount>::namespaced(client.clone(), &kept).get("atrium-run").await.unwrap();
-    assert!(!owner_uids(&sa).contains(&uid));
+    assert!(owner_uids(&pvc).is_empty());
+    // Delete: owned, so the garbage collector deletes them with the workspace.
+    let ns_gone = namespaces.get(&gone).await.unwrap();
+    assert_eq!(owner_uids(&ns_gone), [ws_gone.uid().unwrap()]);
+
+    // Delete → Retain (as after an upgrade from an operator that owned Retain children): the owner
+    // references go.
+    let ws_switched = wait_ready(&api, &switched, true, None).await;
+    let switched_uid = ws_switched.uid().unwrap();
+    assert_eq!(owner_uids(&namespaces.get(&switched).await.unwrap()), std::slice::from_ref(&switched_uid));
+    apply_workspace(&api, &switched, &shard, json!({ "access": access, "deletionPolicy": "Retain" })).await;
+    eventually("the switched workspace's children to lose their owner references", Duration::from_secs(30), || async {
+        let ns = namespaces.get(&switched).await.unwrap();
+        let pvc =
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), &switched).get("atrium-storage").await.unwrap();
+        let rb =
+            Api::<RoleBinding>::namespaced(client.clone(), &switched).get("atrium-reader-user-alice").await.unwrap();
+        (owner_uids(&ns).is_empty() && owner_uids(&pvc).is_empty() && owner_uids(&rb).is_empty()).then_some(())
+    })
+    .await;
+
+    // Foreground deletion — `kubectl delete --cascade=foreground`, Argo CD's pruning — deletes
+    // every dependent an owner reference names; a Retain workspace names none.
+    let started = Instant::now();
+    api.delete(&kept, &DeleteParams::foreground()).await.unwrap();
+    api.delete(&switched, &DeleteParams::foreground()).await.unwrap();
+    api.delete(&gone, &DeleteParams::default()).await.unwrap();
+    wait_for(&api, &kept, Duration::from_secs(30), conditions::is_deleted(&uid)).await;
+    eprintln!("Retain: workspace deleted in {:?}", started.elapsed());
+    wait_for(&api, &switched, Duration::from_secs(30), conditions::is_deleted(&switched_uid)).await;
+    wait_for(&api, &gone, Duration::from_secs(30), conditions::is_deleted(&ws_gone.uid().unwrap())).await;
 
     // Delete: the namespace goes.
     let started = Instant::now();
@@ -670,6 +689,22 @@ async fn retain_keeps_the_namespace_and_claim_and_delete_removes_the_namespace()
     })
     .await;
     eprintln!("Delete: namespace gone {:?} after the workspace", started.elapsed());
+
+    // Retain: namespace, claim and the rest are still there — looked at once the workspaces are
+    // gone (a foreground deletion ends only after the garbage collector has dealt with the
+    // dependents) and the Delete workspace's namespace too.
+    for namespace in [&kept, &switched] {
+        let ns = namespaces.get(namespace).await.unwrap();
+        assert!(ns.metadata.deletion_timestamp.is_none(), "the retained namespace {namespace} is not deleted");
+        let pvc =
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace).get("atrium-storage").await.unwrap();
+        assert!(pvc.metadata.deletion_timestamp.is_none(), "the claim in {namespace} is not deleted");
+        let rb =
+            Api::<RoleBinding>::namespaced(client.clone(), namespace).get("atrium-reader-user-alice").await.unwrap();
+        assert!(rb.metadata.deletion_timestamp.is_none());
+        let sa = Api::<ServiceAccount>::namespaced(client.clone(), namespace).get("atrium-run").await.unwrap();
+        assert!(sa.metadata.deletion_timestamp.is_none());
+    }
 }
 
 #[tokio::test]

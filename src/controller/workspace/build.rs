@@ -14,7 +14,7 @@ use k8s_openapi::{
         networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec},
         rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject},
     },
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
 };
 use kube::{
     api::{ApiResource, DynamicObject},
@@ -23,7 +23,7 @@ use kube::{
 use serde_json::json;
 
 use crate::{
-    api::workspace::{AccessEntry, SubjectKind, Workspace, WorkspaceRole},
+    api::workspace::{AccessEntry, DeletionPolicy, SubjectKind, Workspace, WorkspaceRole},
     runtime::{
         labels::{self, child_labels, controller_ref},
         naming::child_name,
@@ -151,13 +151,25 @@ pub fn binding_name(entry: &AccessEntry) -> String {
     child_name(&["atrium", role, kind, entry.namespace.as_deref().unwrap_or(""), &entry.name])
 }
 
+/// The owner reference the children of `ws` carry: with `Delete`, the workspace controls them
+/// and the garbage collector deletes them with it. With `Retain` there is none, so no deletion of
+/// the workspace can take them — not even a foreground one (`kubectl delete --cascade=foreground`,
+/// Argo CD's default pruning), which deletes every dependent an owner reference names. The
+/// `atrium.dev/owner-uid` label says whose they are either way.
+pub fn owner_references(ws: &Workspace) -> Option<Vec<OwnerReference>> {
+    match ws.spec.deletion_policy {
+        DeletionPolicy::Delete => controller_ref(ws, None).map(|r| vec![r]),
+        DeletionPolicy::Retain => None,
+    }
+}
+
 /// The desired children of `ws`, whose namespace is `namespace`.
 pub fn desired_children(ws: &Workspace, namespace: &str, inputs: &Inputs) -> Children {
     let meta = |name: &str, component: &str| ObjectMeta {
         name: Some(name.into()),
         namespace: Some(namespace.into()),
         labels: Some(child_labels(ws, component)),
-        owner_references: controller_ref(ws, Some(namespace)).map(|r| vec![r]),
+        owner_references: owner_references(ws),
         ..Default::default()
     };
     let spec = &ws.spec;
@@ -171,7 +183,7 @@ pub fn desired_children(ws: &Workspace, namespace: &str, inputs: &Inputs) -> Chi
         metadata: ObjectMeta {
             name: Some(namespace.into()),
             labels: Some(ns_labels),
-            owner_references: controller_ref(ws, None).map(|r| vec![r]),
+            owner_references: owner_references(ws),
             ..Default::default()
         },
         ..Default::default()
@@ -466,8 +478,8 @@ mod tests {
         let ws = workspace(json!({}));
         let c = desired_children(&ws, "team-a", &minimal());
         assert_eq!(c.namespace.metadata.name.as_deref(), Some("team-a"));
-        let owner = &c.namespace.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Workspace", "uid-1", Some(true)));
+        assert_eq!(c.namespace.labels()[labels::OWNER_UID], "uid-1");
+        assert!(c.namespace.metadata.owner_references.is_none(), "Retain (the default): no owner reference");
         assert!(!c.namespace.labels().contains_key(MONITORING_LABEL));
         let sas: Vec<_> = c.service_accounts.iter().map(|s| s.name_any()).collect();
         assert_eq!(sas, [RUN_SERVICE_ACCOUNT, INFERENCE_SERVICE_ACCOUNT]);
@@ -483,28 +495,43 @@ mod tests {
 
     #[test]
     fn every_child_is_labelled_and_owned_in_the_workspace_namespace() {
-        let ws = workspace(json!({
-            "access": [{"kind": "User", "name": "alice", "role": "Reader"}],
-            "quota": {"hard": {"pods": "10"}, "defaultContainerResources": {"requests": {"cpu": "100m"}}},
-            "networkIsolation": true,
-        }));
-        let c = desired_children(&ws, "ns-x", &minimal());
-        let metas: Vec<&ObjectMeta> = c
-            .service_accounts
-            .iter()
-            .map(|o| &o.metadata)
+        for (policy, owned) in [("Delete", true), ("Retain", false)] {
+            let ws = workspace(json!({
+                "access": [{"kind": "User", "name": "alice", "role": "Reader"}],
+                "quota": {"hard": {"pods": "10"}, "defaultContainerResources": {"requests": {"cpu": "100m"}}},
+                "networkIsolation": true,
+                "deletionPolicy": policy,
+            }));
+            let c = desired_children(&ws, "ns-x", &minimal());
+            children_are_labelled(&c, owned);
+        }
+    }
+
+    /// Every child is in the workspace namespace and labelled as the workspace's; with an owner
+    /// reference to it if `owned`, with none otherwise.
+    fn children_are_labelled(c: &Children, owned: bool) {
+        let metas: Vec<&ObjectMeta> = std::iter::once(&c.namespace.metadata)
+            .chain(c.service_accounts.iter().map(|o| &o.metadata))
             .chain(c.role_bindings.iter().map(|o| &o.metadata))
             .chain(c.resource_quota.iter().map(|o| &o.metadata))
             .chain(c.limit_range.iter().map(|o| &o.metadata))
             .chain(c.claim.iter().map(|o| &o.metadata))
             .chain(c.network_policies.iter().map(|o| &o.metadata))
             .collect();
-        assert_eq!(metas.len(), 2 + 1 + 1 + 1 + 1 + 2);
+        assert_eq!(metas.len(), 1 + 2 + 1 + 1 + 1 + 1 + 2);
         for m in metas {
-            assert_eq!(m.namespace.as_deref(), Some("ns-x"));
+            if m.name.as_deref() != Some("ns-x") {
+                assert_eq!(m.namespace.as_deref(), Some("ns-x"));
+            }
             assert_eq!(m.labels.as_ref().unwrap()[labels::OWNER_UID], "uid-1");
             assert_eq!(m.labels.as_ref().unwrap()[labels::MANAGED_BY], "atrium");
-            assert_eq!(m.owner_references.as_ref().unwrap()[0].uid, "uid-1");
+            match &m.owner_references {
+                Some(refs) => {
+                    assert!(owned, "{:?} has an owner reference under Retain", m.name);
+                    assert_eq!((refs.len(), refs[0].uid.as_str(), refs[0].controller), (1, "uid-1", Some(true)));
+                }
+                None => assert!(!owned, "{:?} has no owner reference under Delete", m.name),
+            }
         }
     }
 

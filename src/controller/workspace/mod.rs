@@ -12,6 +12,8 @@ mod build;
 mod reconcile;
 mod status;
 
+pub use status::REASON_NAMESPACE_TERMINATING;
+
 use std::{fmt::Debug, sync::Arc};
 
 use futures::Stream;
@@ -44,7 +46,7 @@ use crate::{
     runtime::{
         apply::apply,
         cache::{Cache, NotSynced, cache},
-        labels::children_of_kind,
+        labels::{OWNER_UID, children_of_kind},
         startup,
         watch::lenient_watcher,
     },
@@ -168,10 +170,12 @@ pub async fn run(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToke
             let mut refs = workspaces_where(&ws, |w| {
                 w.spec.effective_namespace(&w.name_any()) == ns && build::claim_name(w) == name
             });
-            refs.extend(owning_workspace(&claim));
+            refs.extend(owning_workspace(&ws, &claim));
             refs
         }
     };
+    let (secret_owner, service_account_owner, role_binding_owner) = (by_owner(&ws), by_owner(&ws), by_owner(&ws));
+    let (resource_quota_owner, limit_range_owner, network_policy_owner) = (by_owner(&ws), by_owner(&ws), by_owner(&ws));
     let with_monitoring = move |_: Meta<CustomResourceDefinition>| {
         workspaces_where(&ws, |w| w.spec.monitoring.as_ref().is_some_and(|m| m.prometheus))
     };
@@ -182,12 +186,12 @@ pub async fn run(ctx: Arc<Context>, opts: RunOptions, shutdown: CancellationToke
             .watches_stream(namespace_events, by_namespace)
             .watches_stream(claim_events, by_claim)
             .watches_stream(source_secret_events, by_source_secret)
-            .watches_stream(secret_events, |o| owning_workspace(&o))
-            .watches_stream(service_account_events, |o| owning_workspace(&o))
-            .watches_stream(role_binding_events, |o| owning_workspace(&o))
-            .watches_stream(resource_quota_events, |o| owning_workspace(&o))
-            .watches_stream(limit_range_events, |o| owning_workspace(&o))
-            .watches_stream(network_policy_events, |o| owning_workspace(&o))
+            .watches_stream(secret_events, secret_owner)
+            .watches_stream(service_account_events, service_account_owner)
+            .watches_stream(role_binding_events, role_binding_owner)
+            .watches_stream(resource_quota_events, resource_quota_owner)
+            .watches_stream(limit_range_events, limit_range_owner)
+            .watches_stream(network_policy_events, network_policy_owner)
             .watches_stream(crd_events, with_monitoring)
     };
     super::run::<Workspace, _, _>(
@@ -214,29 +218,41 @@ where
         .modify(|m: &mut Meta<K>| m.metadata.managed_fields = None)
 }
 
-/// The workspace that controls `obj`. Workspaces are cluster-scoped, so the reference has no
-/// namespace (kube's `owns` would look for one in the child's namespace).
-fn owning_workspace<K: Resource>(obj: &K) -> Option<ObjectRef<Workspace>> {
-    obj.meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.kind == Workspace::kind(&()) && o.api_version == Workspace::api_version(&()))
-        .map(|o| ObjectRef::new(&o.name))
+/// The workspace `obj` belongs to, by its `atrium.dev/owner-uid` label: the children of a
+/// `Retain` workspace have no owner reference (kube's `owns` maps by owner reference, and would
+/// look for the cluster-scoped workspace in the child's namespace).
+fn owning_workspace<K: Resource>(store: &Store<Workspace>, obj: &K) -> Option<ObjectRef<Workspace>> {
+    let uid = obj.meta().labels.as_ref()?.get(OWNER_UID)?;
+    store.state().iter().find(|w| w.uid().as_ref() == Some(uid)).map(|w| ObjectRef::from_obj(w.as_ref()))
+}
+
+/// [`owning_workspace`] as a mapper for a watch of children of kind `K`.
+fn by_owner<K: Resource>(
+    store: &Store<Workspace>,
+) -> impl Fn(K) -> Option<ObjectRef<Workspace>> + Send + Sync + 'static {
+    let store = store.clone();
+    move |obj| owning_workspace(&store, &obj)
 }
 
 fn workspaces_where(store: &Store<Workspace>, pred: impl Fn(&Workspace) -> bool) -> Vec<ObjectRef<Workspace>> {
     store.state().iter().filter(|ws| pred(ws)).map(|ws| ObjectRef::from_obj(ws.as_ref())).collect()
 }
 
-/// When a workspace appears, changes or goes, the others whose display name may now (or no
-/// longer) conflict with it: those with the same name, and those in conflict now (the change may
-/// have been a rename away from their name).
+/// When a workspace appears, changes or goes, the others whose display name or namespace may now
+/// (or no longer) conflict with it: those with the same name or namespace, and those in conflict
+/// now (the change may have been a rename away from their name). A namespace left behind by a
+/// deleted `Retain` workspace carries no owner reference to change, so its namespace watch would
+/// not tell a workspace waiting to adopt it.
 fn name_peers(store: &Store<Workspace>, changed: &Workspace) -> Vec<ObjectRef<Workspace>> {
     let key = status::display_key(changed);
     let name = changed.name_any();
+    let namespace = changed.spec.effective_namespace(&name);
     workspaces_where(store, |ws| {
-        ws.name_any() != name && (status::display_key(ws) == key || status::in_name_conflict(ws))
+        let other = ws.name_any();
+        other != name
+            && (status::display_key(ws) == key
+                || status::in_name_conflict(ws)
+                || ws.spec.effective_namespace(&other) == namespace)
     })
 }
 

@@ -95,7 +95,12 @@ pub(super) async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>, caches: Arc
         return Ok(Action::await_change());
     }
     let live_ns = caches.namespaces.store().get(&ObjectRef::new(&namespace));
-    let ns_state = status::namespace_state(&ws, &namespace, live_ns.as_deref().map(|m| &m.metadata));
+    let ns_state = status::namespace_state(
+        &ws,
+        &namespace,
+        live_ns.as_deref().map(|m| &m.metadata),
+        all.iter().map(AsRef::as_ref),
+    );
     if !ns_state.writable() {
         write_status(&ws, &ctx, &status::namespace_blocked_conditions(&namespace, &ns_state), None, None).await?;
         return Ok(Action::await_change());

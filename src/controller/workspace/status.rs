@@ -13,7 +13,10 @@ use crate::{
         ACCESS_READY, NAMESPACE_READY, QUOTA_READY, REASON_NAME_CONFLICT, REASON_NAMESPACE_CONFLICT, STORAGE_READY,
         Workspace, WorkspaceStatus, WorkspaceStorageStatus,
     },
-    runtime::conditions::{Cond, READY, merge},
+    runtime::{
+        conditions::{Cond, READY, merge},
+        labels::{OWNER_KIND, OWNER_UID},
+    },
 };
 
 /// Reason: the namespace is being deleted; the workspace waits until it is gone and creates it again.
@@ -40,7 +43,7 @@ const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "k
 pub enum NamespaceState {
     /// Not there: it is created.
     Absent,
-    /// There, with this workspace's owner reference.
+    /// There, labelled as this workspace's (or with its owner reference).
     Owned,
     /// There, owned by no one, and `adoptNamespace` is true: it is taken over.
     Adoptable,
@@ -57,8 +60,17 @@ impl NamespaceState {
     }
 }
 
-/// Decides what the workspace may do with its namespace, `live` being the namespace's metadata.
-pub fn namespace_state(ws: &Workspace, namespace: &str, live: Option<&ObjectMeta>) -> NamespaceState {
+/// Decides what the workspace may do with its namespace, `live` being the namespace's metadata and
+/// `workspaces` every workspace there is. A namespace is a workspace's when it carries the
+/// workspace's `atrium.dev/owner-uid` label (with `Retain` it has no owner reference) or its owner
+/// reference; it is another's while that other workspace exists. A namespace left behind by a
+/// deleted `Retain` workspace is no one's: it can be adopted.
+pub fn namespace_state<'a>(
+    ws: &Workspace,
+    namespace: &str,
+    live: Option<&ObjectMeta>,
+    workspaces: impl IntoIterator<Item = &'a Workspace>,
+) -> NamespaceState {
     let uid = ws.uid().unwrap_or_default();
     if SYSTEM_NAMESPACES.contains(&namespace) {
         return NamespaceState::Conflict(format!(
@@ -70,14 +82,24 @@ pub fn namespace_state(ws: &Workspace, namespace: &str, live: Option<&ObjectMeta
         return NamespaceState::Terminating;
     }
     let owners = live.owner_references.as_deref().unwrap_or_default();
-    if owners.iter().any(|o| o.uid == uid) {
+    let labels = live.labels.as_ref();
+    let labelled_for = labels
+        .filter(|l| l.get(OWNER_KIND).is_some_and(|k| k == "workspace"))
+        .and_then(|l| l.get(OWNER_UID))
+        .filter(|u| !u.is_empty());
+    if labelled_for.is_some_and(|u| *u == uid) || owners.iter().any(|o| o.uid == uid) {
         return NamespaceState::Owned;
     }
+    let belongs = |kind: &str, name: &str| {
+        NamespaceState::Conflict(format!(
+            "namespace {namespace} belongs to {kind} {name}; a namespace can belong to one workspace only"
+        ))
+    };
     if let Some(controller) = owners.iter().find(|o| o.controller == Some(true)) {
-        return NamespaceState::Conflict(format!(
-            "namespace {namespace} belongs to {} {}; a namespace can belong to one workspace only",
-            controller.kind, controller.name
-        ));
+        return belongs(&controller.kind, &controller.name);
+    }
+    if let Some(other) = labelled_for.and_then(|u| workspaces.into_iter().find(|w| w.uid().as_ref() == Some(u))) {
+        return belongs("Workspace", &other.name_any());
     }
     if ws.spec.adopt_namespace {
         NamespaceState::Adoptable
@@ -418,27 +440,41 @@ mod tests {
     #[test]
     fn a_namespace_is_created_owned_adopted_or_someone_elses() {
         let w = ws("w", 1, json!({}));
-        assert_eq!(namespace_state(&w, "w", None), NamespaceState::Absent);
+        let none: [&Workspace; 0] = [];
+        let state = |w: &Workspace, live: &ObjectMeta| namespace_state(w, "w", Some(live), none);
+        assert_eq!(namespace_state(&w, "w", None, none), NamespaceState::Absent);
         let owned = ObjectMeta { owner_references: Some(vec![owner_ref("uid-w", true)]), ..Default::default() };
-        assert_eq!(namespace_state(&w, "w", Some(&owned)), NamespaceState::Owned);
+        assert_eq!(state(&w, &owned), NamespaceState::Owned);
+        // Retain: the label alone says whose it is.
+        assert_eq!(state(&w, &labelled("uid-w")), NamespaceState::Owned);
         let plain = ObjectMeta::default();
-        assert!(
-            matches!(namespace_state(&w, "w", Some(&plain)), NamespaceState::Conflict(m) if m.contains("adoptNamespace"))
-        );
+        assert!(matches!(state(&w, &plain), NamespaceState::Conflict(m) if m.contains("adoptNamespace")));
         let adopting = ws("w", 1, json!({"adoptNamespace": true}));
-        assert_eq!(namespace_state(&adopting, "w", Some(&plain)), NamespaceState::Adoptable);
-        // Another workspace's namespace is never adopted.
+        assert_eq!(state(&adopting, &plain), NamespaceState::Adoptable);
+        // Another workspace's namespace is never adopted: by its owner reference (Delete) ...
         let theirs = ObjectMeta { owner_references: Some(vec![owner_ref("uid-other", true)]), ..Default::default() };
-        assert!(
-            matches!(namespace_state(&adopting, "w", Some(&theirs)), NamespaceState::Conflict(m) if m.contains("ws-uid-other"))
-        );
+        assert!(matches!(state(&adopting, &theirs), NamespaceState::Conflict(m) if m.contains("ws-uid-other")));
+        // ... or by its label (Retain), while that workspace exists; once it is gone, the namespace
+        // it left behind can be adopted.
+        let other = ws("other", 1, json!({}));
+        assert!(matches!(
+            namespace_state(&adopting, "w", Some(&labelled("uid-other")), [&other]),
+            NamespaceState::Conflict(m) if m.contains("Workspace other")
+        ));
+        assert_eq!(state(&adopting, &labelled("uid-other")), NamespaceState::Adoptable);
         // A non-controller owner does not make it someone else's.
         let shared = ObjectMeta { owner_references: Some(vec![owner_ref("uid-x", false)]), ..Default::default() };
-        assert_eq!(namespace_state(&adopting, "w", Some(&shared)), NamespaceState::Adoptable);
+        assert_eq!(state(&adopting, &shared), NamespaceState::Adoptable);
         let terminating = ObjectMeta { deletion_timestamp: Some(Time(jiff::Timestamp::UNIX_EPOCH)), ..owned.clone() };
-        assert_eq!(namespace_state(&w, "w", Some(&terminating)), NamespaceState::Terminating);
-        assert!(matches!(namespace_state(&adopting, "kube-system", Some(&plain)), NamespaceState::Conflict(_)));
+        assert_eq!(state(&w, &terminating), NamespaceState::Terminating);
+        assert!(matches!(namespace_state(&adopting, "kube-system", Some(&plain), none), NamespaceState::Conflict(_)));
         assert!(!NamespaceState::Terminating.writable() && NamespaceState::Adoptable.writable());
+    }
+
+    /// Namespace metadata labelled as the workspace with `uid`'s.
+    fn labelled(uid: &str) -> ObjectMeta {
+        let labels = [(OWNER_KIND, "workspace"), (OWNER_UID, uid)];
+        ObjectMeta { labels: Some(labels.map(|(k, v)| (k.to_owned(), v.to_owned())).into()), ..Default::default() }
     }
 
     #[test]

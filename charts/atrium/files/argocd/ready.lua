@@ -1,8 +1,14 @@
 -- Argo CD health of the Atrium kinds that report a Ready condition: Workspace, InstanceType,
 -- ComputeCluster, Model and ModelDeployment (resource.customizations.health.atrium.dev_<Kind>).
 -- Healthy when Ready is True for the latest spec. Ready=False is Progressing while the reason says
--- the operator is waiting for something to happen (Waiting…, …Pending, Progressing, Starting,
--- RollingOut), and Degraded when a person has to act (a conflict, a missing reference, a failure).
+-- the object is on its way (the operator's waiting reasons below, and Waiting…, …Pending,
+-- Progressing, Starting, RollingOut), and Degraded when a person has to act (a conflict, a missing
+-- reference, a failure).
+-- The operator's waiting reasons (atrium::controller::WAITING_REASONS; a test keeps them in step).
+local waiting = {
+  DeploymentNotReady = true, RouterNotReady = true, LoadBalancerPending = true, ModelNotReady = true,
+  StorageNotReady = true, InstanceTypePending = true, NamespaceTerminating = true,
+}
 local hs = { status = "Progressing", message = "Waiting for the Atrium operator to report status" }
 if obj.status == nil then
   return hs
@@ -26,7 +32,7 @@ for _, c in ipairs(obj.status.conditions) do
       return { status = "Healthy", message = message }
     end
     local reason = c.reason or ""
-    if c.status == "Unknown" or reason:find("^Waiting") or reason:find("Pending$")
+    if c.status == "Unknown" or waiting[reason] or reason:find("^Waiting") or reason:find("Pending$")
       or reason == "Progressing" or reason == "Starting" or reason == "RollingOut" then
       return { status = "Progressing", message = message }
     end
