@@ -510,6 +510,34 @@ async fn crashing_pods_and_image_pull_errors_surface_as_last_failure() {
     s.ready("shaky").await;
 }
 
+#[tokio::test]
+async fn an_endpoint_never_takes_over_a_name_another_endpoint_holds() {
+    let s = Serving::start("serving-names").await;
+    s.model("iris-1", "iris", 1, json!({ "storagePath": "runs/train-iris/outputs/model" })).await;
+    let deployment =
+        |name: &str| json!({ "name": name, "model": { "name": "iris" }, "code": { "configMap": "iris-score" } });
+    // Endpoint a's deployment b is the Deployment and Service a-b.
+    s.endpoint("a", json!({ "deployments": [deployment("b")] })).await;
+    let a = s.ready("a").await;
+    let a_uid = a.uid().unwrap();
+    let service: Service = s.get("a-b").await.expect("deployment b's Service");
+    let selector = service.spec.unwrap().selector;
+
+    // Endpoint a-b's router would be the Deployment and Service a-b too: it reports the conflict
+    // and leaves them to a.
+    s.endpoint("a-b", json!({ "deployments": [deployment("c")] })).await;
+    let md = s.wait_endpoint("a-b", "a-b to report NameConflict", |md| ready_reason(md) == Some("NameConflict")).await;
+    let message = &md.condition("Ready").unwrap().message;
+    assert!(message.contains("\"a-b\" already belongs to modeldeployment \"a\""), "{message}");
+    let service: Service = s.get("a-b").await.unwrap();
+    assert_eq!(service.labels()["atrium.dev/owner-uid"], a_uid, "the Service is still a's");
+    assert_eq!(service.spec.unwrap().selector, selector, "and still selects a's pods");
+    let deployment: Deployment = s.get("a-b").await.unwrap();
+    assert_eq!(deployment.labels()["atrium.dev/owner-uid"], a_uid);
+    let a = s.ready("a").await;
+    assert!(a.is_ready());
+}
+
 /// Watches the pods of one Deployment (by its selector) and records the fewest Ready pods seen
 /// at any moment since the first one was Ready.
 fn track_ready_pods(api: Api<Pod>, selector: String) -> (Arc<Mutex<Option<usize>>>, tokio::task::JoinHandle<()>) {

@@ -72,14 +72,32 @@ fn problem(reason: &str, message: String) -> DeploymentFailure {
 }
 
 /// The children of one endpoint in a cache.
-fn owned<K: Resource + Clone>(all: Vec<Arc<K>>, namespace: &str, uid: &str) -> Vec<Arc<K>> {
+/// The children in `namespace` of the endpoint with `uid`; the names that other endpoints'
+/// children of the same kind hold there go into `taken`.
+fn owned<K: Resource<DynamicType = ()> + Clone>(
+    all: Vec<Arc<K>>,
+    namespace: &str,
+    uid: &str,
+    taken: &mut Taken,
+) -> Vec<Arc<K>> {
+    let kind = K::kind(&()).into_owned();
     all.into_iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
         .filter(|o| {
-            o.meta().namespace.as_deref() == Some(namespace)
-                && o.labels().get(OWNER_UID).map(String::as_str) == Some(uid)
+            let labels = o.labels();
+            if labels.get(OWNER_UID).map(String::as_str) == Some(uid) {
+                return true;
+            }
+            let owner = |key: &str| labels.get(key).cloned().unwrap_or_default();
+            taken.insert((kind.clone(), o.name_any()), (owner(OWNER_KIND), owner(OWNER_NAME)));
+            false
         })
         .collect()
 }
+
+/// Names in the namespace held by other endpoints' children: (kind, name) → (owner kind, owner
+/// name), from their labels.
+type Taken = BTreeMap<(String, String), (String, String)>;
 
 fn by_name<K: Resource>(objects: &[Arc<K>], name: &str) -> Option<Arc<K>> {
     objects.iter().find(|o| o.meta().name.as_deref() == Some(name)).cloned()
@@ -195,25 +213,26 @@ enum Outcome {
 struct Applier<'a> {
     client: Client,
     namespace: &'a str,
-    uid: &'a str,
+    /// Names other endpoints' children hold: never applied over (a forced apply would take the
+    /// object over, and point its Service at this endpoint's pods).
+    taken: &'a Taken,
 }
 
 impl Applier<'_> {
+    /// Applies `desired`, one of this endpoint's children; `live` is the endpoint's own child of
+    /// that name, if there is one.
     async fn apply<K>(&self, desired: K, live: Option<&ObjectMeta>) -> Result<Outcome>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
     {
         let kind = K::kind(&());
         let name = desired.name_any();
-        if let Some(live) = live {
-            let labels = live.labels.clone().unwrap_or_default();
-            if labels.get(OWNER_UID).map(String::as_str) != Some(self.uid) {
-                let owner = labels.get(OWNER_NAME).cloned().unwrap_or_default();
-                let owner_kind = labels.get(OWNER_KIND).cloned().unwrap_or_default();
-                return Ok(Outcome::Conflict(format!(
-                    "{kind} {name:?} already belongs to {owner_kind} {owner:?}; rename this endpoint or that deployment"
-                )));
-            }
+        if live.is_none()
+            && let Some((owner_kind, owner)) = self.taken.get(&(kind.to_string(), name.clone()))
+        {
+            return Ok(Outcome::Conflict(format!(
+                "{kind} {name:?} already belongs to {owner_kind} {owner:?}; rename this endpoint or that deployment"
+            )));
         }
         let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
         match apply(&api, MANAGER, desired, live).await {
@@ -284,17 +303,21 @@ struct Live {
     autoscalers: Vec<Arc<PartialObjectMeta<HorizontalPodAutoscaler>>>,
     disruption_budgets: Vec<Arc<PartialObjectMeta<PodDisruptionBudget>>>,
     pods: Vec<Arc<PodSummary>>,
+    /// Names held by other endpoints' children in the namespace.
+    taken: Taken,
 }
 
 impl Live {
     fn read(caches: &Caches, namespace: &str, uid: &str) -> Self {
+        let mut taken = Taken::new();
         Self {
-            deployments: owned(caches.deployments.store().state(), namespace, uid),
-            services: owned(caches.services.store().state(), namespace, uid),
-            config_maps: owned(caches.config_maps.store().state(), namespace, uid),
-            autoscalers: owned(caches.autoscalers.store().state(), namespace, uid),
-            disruption_budgets: owned(caches.disruption_budgets.store().state(), namespace, uid),
-            pods: owned(caches.pods.store().state(), namespace, uid),
+            deployments: owned(caches.deployments.store().state(), namespace, uid, &mut taken),
+            services: owned(caches.services.store().state(), namespace, uid, &mut taken),
+            config_maps: owned(caches.config_maps.store().state(), namespace, uid, &mut taken),
+            autoscalers: owned(caches.autoscalers.store().state(), namespace, uid, &mut taken),
+            disruption_budgets: owned(caches.disruption_budgets.store().state(), namespace, uid, &mut taken),
+            pods: owned(caches.pods.store().state(), namespace, uid, &mut taken),
+            taken,
         }
     }
 
@@ -361,7 +384,7 @@ pub(super) async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>, cache
     let children = build::desired_children(&md, &plans, &config, &caches.images, service_account.as_deref());
 
     // Apply, then prune.
-    let applier = Applier { client: ctx.client.clone(), namespace: ns, uid: &uid };
+    let applier = Applier { client: ctx.client.clone(), namespace: ns, taken: &live.taken };
     let mut blocked = Vec::new();
     let wrote_config = apply_children(&applier, &md, &children, &live, &mut problems, &mut blocked).await?;
     if md.spec.auth_mode == AuthMode::Key {
