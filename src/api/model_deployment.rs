@@ -435,7 +435,8 @@ pub struct Scale {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestSettings {
-    /// Milliseconds a request may take before the router answers 408. Defaults to 5000.
+    /// Milliseconds a request may take, from getting a slot to the last byte of the response,
+    /// before the router answers 504 (or cuts off a response already streaming). Defaults to 5000.
     #[serde(default = "default_request_timeout_ms")]
     #[schemars(range(min = 1))]
     pub request_timeout_ms: i32,
