@@ -68,6 +68,49 @@ async fn the_chart_lints_and_renders_the_generated_crds() {
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
 
+    // Air-gapped: every image the operator creates pods with can point at a mirror.
+    let env = |c: &serde_json::Value| -> Vec<(String, String)> {
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| Some((e["name"].as_str()?.into(), e["value"].as_str()?.into())))
+            .collect()
+    };
+    assert!(!env(c).iter().any(|(n, _)| n == "ATRIUM_STANDBY_IMAGE"), "unset: the operator's default");
+    let mirrored = helm(&[
+        "template",
+        "atrium",
+        CHART,
+        "--kube-version",
+        "1.36.3",
+        "--set",
+        "router.image.repository=mirror.local/atrium-router",
+        "--set",
+        "router.image.tag=v1",
+        "--set",
+        "images.fetchHttps=mirror.local/curl:1",
+        "--set",
+        "images.fetchS3=mirror.local/aws-cli:1",
+        "--set",
+        "images.standby=mirror.local/pause:1",
+    ])
+    .await;
+    assert!(mirrored.status.success(), "helm template: {}", text(&mirrored));
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_slice(&mirrored.stdout)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .collect();
+    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").expect("a Deployment");
+    let env = env(&deploy["spec"]["template"]["spec"]["containers"][0]);
+    for (name, value) in [
+        ("ATRIUM_ROUTER_IMAGE", "mirror.local/atrium-router:v1"),
+        ("ATRIUM_FETCH_HTTPS_IMAGE", "mirror.local/curl:1"),
+        ("ATRIUM_FETCH_S3_IMAGE", "mirror.local/aws-cli:1"),
+        ("ATRIUM_STANDBY_IMAGE", "mirror.local/pause:1"),
+    ] {
+        assert!(env.contains(&(name.into(), value.into())), "{name}={value} in {env:?}");
+    }
+
     let bad = helm(&["template", "atrium", CHART, "--kube-version", "1.36.3", "--set", "replicaCount=-1"]).await;
     assert!(!bad.status.success(), "a negative replica count is refused");
     assert!(text(&bad).contains("replicaCount"), "{}", text(&bad));

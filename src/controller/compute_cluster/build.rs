@@ -32,8 +32,17 @@ pub const PREEMPTIBLE_PRIORITY_CLASS: &str = "atrium-preemptible";
 const STANDBY_PRIORITY: i32 = -10;
 const PREEMPTIBLE_PRIORITY: i32 = -5;
 
-/// The container image of standby pods: the pause image, which only holds its resources.
+/// The default container image of standby pods: the pause image, which only holds its resources.
 pub const STANDBY_IMAGE: &str = "registry.k8s.io/pause:3.10";
+
+/// The image standby pods run: `ATRIUM_STANDBY_IMAGE` when set (a mirror, for air-gapped
+/// clusters; the Helm chart's `images.standby`), else [`STANDBY_IMAGE`]. Read once per process.
+pub fn standby_image() -> &'static str {
+    static IMAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        std::env::var("ATRIUM_STANDBY_IMAGE").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| STANDBY_IMAGE.into())
+    });
+    &IMAGE
+}
 /// The component label of standby pods.
 pub const STANDBY_COMPONENT: &str = "standby";
 /// The label (value: the cluster's name as a label value) on every pod of a cluster's instances.
@@ -121,7 +130,7 @@ pub fn standby_pods(cluster: &ComputeCluster, itype: &InstanceType, count: i32) 
     let spec = PodSpec {
         containers: vec![Container {
             name: "standby".into(),
-            image: Some(STANDBY_IMAGE.into()),
+            image: Some(standby_image().into()),
             resources: p.resources,
             ..Default::default()
         }],

@@ -107,7 +107,7 @@ impl Images {
     }
 
     /// The defaults, each overridden by its environment variable when set (for air-gapped
-    /// mirrors; the Helm chart sets them).
+    /// mirrors; the Helm chart sets them from `router.image` and `images.*`).
     pub fn from_env() -> Self {
         let defaults = Self::defaults();
         let var = |name: &str, default: String| std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or(default);
