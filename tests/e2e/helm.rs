@@ -26,17 +26,24 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// `helm template` of the chart with `args` added: its documents.
+async fn render(args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["template", "atrium", CHART, "--namespace", "atrium-system", "--kube-version", "1.36.3"];
+    all.extend_from_slice(args);
+    let out = helm(&all).await;
+    assert!(out.status.success(), "helm template: {}", text(&out));
+    serde_yaml::Deserializer::from_slice(&out.stdout)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .filter(|v: &serde_json::Value| !v.is_null())
+        .collect()
+}
+
 #[tokio::test]
 async fn the_chart_lints_and_renders_the_generated_crds() {
     let lint = helm(&["lint", "--strict", CHART]).await;
     assert!(lint.status.success(), "helm lint: {}", text(&lint));
 
-    let out = helm(&["template", "atrium", CHART, "--namespace", "atrium-system", "--kube-version", "1.36.3"]).await;
-    assert!(out.status.success(), "helm template: {}", text(&out));
-    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
-        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .filter(|v: &serde_json::Value| !v.is_null())
-        .collect();
+    let docs = render(&[]).await;
     for crd in atrium::api::all_crds() {
         let name = crd.metadata.name.clone().unwrap();
         let rendered = docs
@@ -78,12 +85,7 @@ async fn the_chart_lints_and_renders_the_generated_crds() {
             .collect()
     };
     assert!(!env(c).iter().any(|(n, _)| n == "ATRIUM_STANDBY_IMAGE"), "unset: the operator's default");
-    let mirrored = helm(&[
-        "template",
-        "atrium",
-        CHART,
-        "--kube-version",
-        "1.36.3",
+    let docs = render(&[
         "--set",
         "router.image.repository=mirror.local/atrium-router",
         "--set",
@@ -96,10 +98,6 @@ async fn the_chart_lints_and_renders_the_generated_crds() {
         "images.standby=mirror.local/pause:1",
     ])
     .await;
-    assert!(mirrored.status.success(), "helm template: {}", text(&mirrored));
-    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_slice(&mirrored.stdout)
-        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .collect();
     let deploy = docs.iter().find(|d| d["kind"] == "Deployment").expect("a Deployment");
     let env = env(&deploy["spec"]["template"]["spec"]["containers"][0]);
     for (name, value) in [
