@@ -25,7 +25,11 @@ struct Args {
     /// Directory holding the key files `primary` and `secondary`; re-read every second.
     #[arg(long, env = "ATRIUM_ROUTER_KEYS_DIR")]
     keys_dir: Option<PathBuf>,
-    /// Longest wait for in-flight requests after SIGTERM, in seconds.
+    /// Seconds the router keeps accepting connections after SIGTERM, not ready, while endpoints
+    /// and load balancers stop sending it new ones.
+    #[arg(long, env = "ATRIUM_ROUTER_SHUTDOWN_DELAY", default_value_t = 5)]
+    shutdown_delay_seconds: u64,
+    /// Longest wait for in-flight requests after SIGTERM (after the shutdown delay), in seconds.
     #[arg(long, env = "ATRIUM_ROUTER_DRAIN_TIMEOUT", default_value_t = 25)]
     drain_timeout_seconds: u64,
     /// Log format.
@@ -64,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         config: args.config,
         keys_dir: args.keys_dir,
         reload_interval: Duration::from_secs(1),
+        shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
     })
     .await?;

@@ -32,6 +32,9 @@ pub struct Options {
     pub keys_dir: Option<PathBuf>,
     /// How often the configuration and keys are re-read.
     pub reload_interval: Duration,
+    /// How long the router keeps accepting connections after it is asked to stop, with readiness
+    /// already failing: endpoints and load balancers take a moment to stop sending new ones.
+    pub shutdown_delay: Duration,
     /// Longest wait for in-flight requests at shutdown.
     pub drain_timeout: Duration,
 }
@@ -74,8 +77,10 @@ impl Router {
         &self.shared
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, fails readiness, and waits up to
-    /// the drain timeout for open connections to finish their requests.
+    /// Serves until `shutdown` completes; then fails readiness at once, keeps accepting for the
+    /// shutdown delay (so that callers routed here before the endpoints update are still served),
+    /// stops accepting, and waits up to the drain timeout for open connections to finish their
+    /// requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Self { shared, data, admin, reloader, options } = self;
         let reload = tokio::spawn(reloader.run(Arc::clone(&shared), options.reload_interval));
@@ -89,7 +94,16 @@ impl Router {
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
 
-        tokio::pin!(shutdown);
+        let stop_accepting = async {
+            shutdown.await;
+            shared.start_shutdown();
+            tracing::info!(
+                delay_s = options.shutdown_delay.as_secs_f64(),
+                "shutdown requested: not ready; still accepting connections for the shutdown delay"
+            );
+            tokio::time::sleep(options.shutdown_delay).await;
+        };
+        tokio::pin!(stop_accepting);
         loop {
             tokio::select! {
                 accepted = data.accept() => match accepted {
@@ -98,11 +112,10 @@ impl Router {
                     }
                     Err(e) => accept_failed(e).await,
                 },
-                () = &mut shutdown => break,
+                () = &mut stop_accepting => break,
             }
         }
 
-        shared.start_shutdown();
         drop(data);
         tracing::info!(connections = graceful.count(), "shutting down: draining in-flight requests");
         match tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await {

@@ -49,6 +49,30 @@ async fn admin_port_serves_health_readiness_and_metrics() {
 }
 
 #[tokio::test]
+async fn after_shutdown_is_requested_new_connections_are_served_for_the_shutdown_delay() {
+    let blue = Backend::echo("blue").await;
+    let config = router_config(vec![blue.config()], &[("blue", 100)], &[]);
+    let delay = Duration::from_secs(2);
+    let mut router = TestRouter::start_with_shutdown_delay(Some(&config), None, delay).await;
+    router.shutdown();
+    let asked = std::time::Instant::now();
+    eventually(WAIT, "readiness to fail", || async {
+        TestClient::default().get(&router.admin_url("/readyz")).await.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    // Not ready, but a caller that an endpoint still sends here is served (a fresh client: a new
+    // connection).
+    let reply = TestClient::default().post(&router.url("/score"), "{}").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(asked.elapsed() < delay, "served within the delay");
+    // After the delay, new connections are refused and the router stops.
+    let task = router.task.take().unwrap();
+    tokio::time::timeout(delay + Duration::from_secs(5), task).await.expect("router stops after the delay").unwrap();
+    let refused = TestClient::default().try_send(Request::get(router.url("/score")).body(full("")).unwrap()).await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[tokio::test]
 async fn shutdown_stops_accepting_and_drains_in_flight_requests() {
     let gate = Arc::new(Semaphore::new(0));
     let g = Arc::clone(&gate);

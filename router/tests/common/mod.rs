@@ -194,6 +194,15 @@ impl TestRouter {
     /// Starts a router with `config` (if any) and `keys` (if any), laid out as Kubernetes mounts
     /// ConfigMaps and Secrets.
     pub async fn start(config: Option<&RouterConfig>, keys: Option<(&str, &str)>) -> Self {
+        Self::start_with_shutdown_delay(config, keys, Duration::ZERO).await
+    }
+
+    /// [`TestRouter::start`] with a shutdown delay.
+    pub async fn start_with_shutdown_delay(
+        config: Option<&RouterConfig>,
+        keys: Option<(&str, &str)>,
+        shutdown_delay: Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config_dir = dir.path().join("config");
         let keys_dir = dir.path().join("keys");
@@ -211,6 +220,7 @@ impl TestRouter {
             config: config_dir.join("config.json"),
             keys_dir: Some(keys_dir),
             reload_interval: Duration::from_secs(1),
+            shutdown_delay,
             drain_timeout: Duration::from_secs(10),
         })
         .await

@@ -680,8 +680,8 @@ pub fn router_deployment(md: &ModelDeployment, image: &str, service_account: Opt
                     service_account_name: service_account.map(Into::into),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    // In-flight requests get the router's drain time (25 s) and a margin.
-                    termination_grace_period_seconds: Some(30),
+                    // The router's shutdown delay (5 s), its drain time (25 s), and a margin.
+                    termination_grace_period_seconds: Some(35),
                     ..Default::default()
                 }),
             },
