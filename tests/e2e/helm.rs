@@ -75,6 +75,16 @@ async fn the_chart_lints_and_renders_the_generated_crds() {
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
 
+    // Shards installed side by side (objectSelector) each elect a leader on a Lease of their own.
+    let lease_arg = |docs: &[serde_json::Value]| -> Option<String> {
+        let deploy = docs.iter().find(|d| d["kind"] == "Deployment")?;
+        let args = deploy["spec"]["template"]["spec"]["containers"][0]["args"].as_array()?;
+        args.iter().filter_map(|a| a.as_str()).find(|a| a.starts_with("--lease-name=")).map(str::to_owned)
+    };
+    assert_eq!(lease_arg(&docs), None, "one installation: the operator's default Lease");
+    let sharded = render(&["--set", "objectSelector=shard=a"]).await;
+    assert_eq!(lease_arg(&sharded).as_deref(), Some("--lease-name=atrium"));
+
     // Air-gapped: every image the operator creates pods with can point at a mirror.
     let env = |c: &serde_json::Value| -> Vec<(String, String)> {
         c["env"]
