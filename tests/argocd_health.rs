@@ -96,6 +96,7 @@ fn the_operators_reasons() {
         atrium::controller::model_deployment::status::REASON_INVALID_TRAFFIC,
         atrium::controller::model_deployment::status::REASON_NO_LIVE_TRAFFIC,
         atrium::controller::compute_cluster::status::REASON_INSTANCE_TYPE_NOT_FOUND,
+        atrium::controller::compute_cluster::status::REASON_STANDBY_REFUSED,
         "CrashLoopBackOff",
         "ImagePullBackOff",
     ];

@@ -17,7 +17,9 @@ use atrium::{
 use k8s_openapi::{
     api::{
         batch::v1::Job,
-        core::v1::{ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service, ServiceAccount},
+        core::v1::{
+            ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, ResourceQuota, Service, ServiceAccount,
+        },
     },
     apimachinery::pkg::apis::meta::v1::Time,
 };
@@ -263,6 +265,46 @@ async fn instance_types_fit_nodes_and_standby_pods_land_where_they_fit() {
     let run = wait_for(&runs, "orphan", MINUTE, |r: Option<&TrainingRun>| phase(r).is_some()).await.unwrap();
     assert_eq!(phase(Some(&run)), Some(RunPhase::Queued));
     assert_eq!(ready_reason(&run), Some("WorkspaceNotReady"));
+}
+
+#[tokio::test]
+async fn a_standby_pod_refused_by_a_quota_is_ready_false_and_tried_again_when_the_quota_grows() {
+    let mut env = Env::new("compute-quota").await;
+    let small = env
+        .instance_type(
+            "small",
+            json!({"nodeSelector": {"atrium.dev/pool": "cpu"}, "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}),
+        )
+        .await;
+    // A quota of two pods, as a workspace quota would set.
+    let quotas: Api<ResourceQuota> = env.ns.api();
+    let quota = |pods: &str| json!({ "apiVersion": "v1", "kind": "ResourceQuota", "metadata": { "name": "q" }, "spec": { "hard": { "pods": pods } } });
+    apply(&quotas, quota("2")).await;
+    eventually("the quota to be counted", MINUTE, || async {
+        let q = quotas.get("q").await.ok()?;
+        q.status?.hard.is_some().then_some(())
+    })
+    .await;
+
+    env.compute_cluster("warm", json!({"instanceType": small, "minInstances": 3})).await;
+    let api: Api<ComputeCluster> = env.ns.api();
+    let cc = wait_for(&api, "warm", MINUTE, |cc: Option<&ComputeCluster>| {
+        cc.is_some_and(|cc| ready_reason(cc) == Some("StandbyRefused"))
+    })
+    .await
+    .unwrap();
+    let ready = cc.condition("Ready").unwrap();
+    assert!(ready.message.starts_with("2 of 3 standby instances are up"), "{}", ready.message);
+    assert!(ready.message.contains("exceeded quota"), "the API server's own words: {}", ready.message);
+    assert_eq!(counts(&cc), Some((0, 2, 2, 0)));
+    assert_eq!(pods_of(&env.client, &env.ns.name, &cc).await.len(), 2, "the two that fit are kept");
+
+    // More quota: the third standby pod comes on the next try (within a minute), and Ready with it.
+    apply(&quotas, quota("5")).await;
+    let cc = wait_for(&api, "warm", TWO_MINUTES, |cc: Option<&ComputeCluster>| cc.is_some_and(|cc| cc.is_ready()))
+        .await
+        .unwrap();
+    assert_eq!(counts(&cc), Some((0, 3, 3, 0)));
 }
 
 #[tokio::test]

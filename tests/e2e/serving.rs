@@ -22,7 +22,9 @@ use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     autoscaling::v2::HorizontalPodAutoscaler,
-    core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount},
+    core::v1::{
+        ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+    },
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -536,6 +538,36 @@ async fn an_endpoint_never_takes_over_a_name_another_endpoint_holds() {
     assert_eq!(deployment.labels()["atrium.dev/owner-uid"], a_uid);
     let a = s.ready("a").await;
     assert!(a.is_ready());
+}
+
+#[tokio::test]
+async fn a_child_refused_by_a_quota_is_forbidden_and_tried_again_when_the_quota_grows() {
+    let s = Serving::start("serving-quota").await;
+    s.model("iris-1", "iris", 1, json!({ "storagePath": "runs/train-iris/outputs/model" })).await;
+    // No load balancers in this namespace.
+    let quotas: Api<ResourceQuota> = s.ns.api();
+    let quota = |lbs: &str| {
+        json!({ "apiVersion": "v1", "kind": "ResourceQuota", "metadata": { "name": "q" },
+                "spec": { "hard": { "services.loadbalancers": lbs } } })
+    };
+    apply(&quotas, quota("0")).await;
+    eventually("the quota to be counted", MINUTE, || async { quotas.get("q").await.ok()?.status?.hard.map(|_| ()) })
+        .await;
+
+    let blue = json!({ "name": "blue", "model": { "name": "iris" }, "code": { "configMap": "iris-score" } });
+    s.endpoint("public", json!({ "exposure": { "type": "LoadBalancer" }, "deployments": [blue] })).await;
+    let md = s.wait_endpoint("public", "public to report Forbidden", |md| ready_reason(md) == Some("Forbidden")).await;
+    let message = &md.condition("Ready").unwrap().message;
+    assert!(message.contains("Service \"public\"") && message.contains("exceeded quota"), "{message}");
+    assert!(s.get::<Service>("public").await.is_none(), "nothing was created in its place");
+
+    // One load balancer allowed: the Service comes on the next try, and the endpoint is Ready.
+    apply(&quotas, quota("1")).await;
+    let api: Api<ModelDeployment> = s.ns.api();
+    eventually("public Ready once the quota allows it", Duration::from_secs(150), || async {
+        api.get("public").await.ok().filter(|md| md.is_ready()).map(|_| ())
+    })
+    .await;
 }
 
 /// Watches the pods of one Deployment (by its selector) and records the fewest Ready pods seen

@@ -45,6 +45,10 @@ impl Caches {
     }
 }
 
+/// How soon a refused standby pod is tried again: nothing the controller watches announces a
+/// ResourceQuota raised or a policy changed (a run finishing, which frees quota, is an event).
+const REFUSED_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn reconcile(cluster: Arc<ComputeCluster>, ctx: Arc<Context>, caches: Caches) -> Result<Action> {
     if cluster.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes the standby pods.
@@ -88,11 +92,25 @@ pub async fn reconcile(cluster: Arc<ComputeCluster>, ctx: Arc<Context>, caches: 
         .collect();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let mut keep = BTreeSet::new();
+    // The API server's refusal of a standby pod: a ResourceQuota it would exceed, or an admission
+    // policy. The pods after it are not tried (they would be refused too); the live ones stay.
+    let mut refused = None;
     for pod in desired {
         let name = pod.name_any();
         let live_meta = live.iter().find(|p| p.name_any() == name).map(|p| &p.metadata);
-        apply(&pods, MANAGER, pod, live_meta).await?;
-        keep.insert(name);
+        if refused.is_none() {
+            match apply(&pods, MANAGER, pod, live_meta).await {
+                Ok(_) => {
+                    keep.insert(name);
+                    continue;
+                }
+                Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => refused = Some(s.message),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if live_meta.is_some() {
+            keep.insert(name);
+        }
     }
     let client = ctx.client.clone();
     let live_metas: Vec<_> = live.iter().map(|p| p.metadata.clone()).collect();
@@ -108,7 +126,7 @@ pub async fn reconcile(cluster: Arc<ComputeCluster>, ctx: Arc<Context>, caches: 
     let terminating =
         |name: &String| live.iter().any(|p| p.metadata.deletion_timestamp.is_some() && &p.name_any() == name);
     let live_standby = keep.iter().filter(|name| !terminating(name)).count() as i32;
-    let desired_status = status::desired_status(&cluster, &readiness, &plan, live_standby, &now());
+    let desired_status = status::desired_status(&cluster, &readiness, &plan, live_standby, refused.as_deref(), &now());
     let api: Api<ComputeCluster> = Api::namespaced(ctx.client.clone(), &ns);
     if apply_status(&api, MANAGER, &ctx.own_writes, cluster.as_ref(), cluster.status.as_ref(), &desired_status).await? {
         let (was, is) = (cluster.is_ready(), desired_status.is_ready());
@@ -119,9 +137,12 @@ pub async fn reconcile(cluster: Arc<ComputeCluster>, ctx: Arc<Context>, caches: 
         }
     }
 
-    // Come back when the idle time of freed instances runs out; everything else is an event.
-    Ok(match plan.next_scale_down {
-        Some(left) => Action::requeue(left + std::time::Duration::from_millis(500)),
+    // Come back when the idle time of freed instances runs out; everything else is an event, but
+    // a quota raised or a policy relaxed: a refused pod is tried again after a while.
+    let retry_refused = refused.map(|_| REFUSED_RETRY);
+    let scale_down = plan.next_scale_down.map(|left| left + std::time::Duration::from_millis(500));
+    Ok(match scale_down.into_iter().chain(retry_refused).min() {
+        Some(wait) => Action::requeue(wait),
         None => Action::await_change(),
     })
 }

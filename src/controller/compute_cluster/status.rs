@@ -18,6 +18,8 @@ pub const REASON_INSTANCE_TYPE_NOT_FOUND: &str = "InstanceTypeNotFound";
 pub const REASON_INSTANCE_TYPE_PENDING: &str = "InstanceTypePending";
 /// Reason of `Ready=True`.
 pub const REASON_READY: &str = "Ready";
+/// Reason: the API server refused a standby pod (a ResourceQuota, or an admission policy).
+pub const REASON_STANDBY_REFUSED: &str = "StandbyRefused";
 
 /// Whether the cluster's instance type can run instances; `Ok` holds its matching nodes.
 pub fn instance_type_readiness(name: &str, itype: Option<&InstanceType>) -> Result<i32, Cond> {
@@ -42,17 +44,28 @@ pub fn instance_type_readiness(name: &str, itype: Option<&InstanceType>) -> Resu
     }
 }
 
-/// The status of `cluster`: `Ready` from its instance type, counts from the plan and the live
+/// The status of `cluster`: `Ready` from its instance type and, when the API server refused a
+/// standby pod, from that refusal (`refused`: its message); counts from the plan and the live
 /// standby pods.
 pub fn desired_status(
     cluster: &ComputeCluster,
     readiness: &Result<i32, Cond>,
     plan: &Plan,
     live_standby: i32,
+    refused: Option<&str>,
     now: &Time,
 ) -> ComputeClusterStatus {
     let name = cluster.spec.effective_instance_type();
     let ready = match readiness {
+        Ok(_) if let Some(message) = refused => Cond::fail(
+            READY,
+            REASON_STANDBY_REFUSED,
+            format!(
+                "{live_standby} of {} standby instances are up: the API server refused a standby pod ({message}); \
+                 raise the namespace's ResourceQuota or relax the policy, or lower minInstances",
+                plan.standby
+            ),
+        ),
         Ok(nodes) => Cond::ok(
             READY,
             REASON_READY,
@@ -118,11 +131,27 @@ mod tests {
             queue: vec![("c".into(), super::super::admission::Admission::Queued { position: 1, ahead_instances: 0 })],
             ..Default::default()
         };
-        let s = desired_status(&cluster, &Ok(2), &plan, 1, &t(1));
+        let s = desired_status(&cluster, &Ok(2), &plan, 1, None, &t(1));
         assert!(is_true(&s.conditions, READY));
         assert_eq!(s.instances, Some(InstanceCounts { busy: Some(2), standby: Some(1), total: Some(3) }));
         assert_eq!(s.queued_runs, Some(1));
         cluster.status = Some(s.clone());
-        assert_eq!(desired_status(&cluster, &Ok(2), &plan, 1, &t(99)), s);
+        assert_eq!(desired_status(&cluster, &Ok(2), &plan, 1, None, &t(99)), s);
+    }
+
+    #[test]
+    fn a_refused_standby_pod_is_ready_false_with_the_api_servers_message() {
+        let cluster = ComputeCluster::new("gpu", Default::default());
+        let plan = Plan { standby: 6, ..Default::default() };
+        let quota = "pods \"x\" is forbidden: exceeded quota: atrium-workspace, requested: requests.nvidia.com/gpu=1";
+        let s = desired_status(&cluster, &Ok(2), &plan, 4, Some(quota), &t(1));
+        let ready = &s.conditions[0];
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", REASON_STANDBY_REFUSED));
+        assert!(ready.message.starts_with("4 of 6 standby instances are up") && ready.message.contains(quota));
+        assert_eq!(s.instances.unwrap().standby, Some(4));
+        // The instance type comes first: a cluster that cannot run at all says why.
+        let missing = instance_type_readiness("x", None);
+        let s = desired_status(&cluster, &missing, &plan, 0, Some(quota), &t(1));
+        assert_eq!(s.conditions[0].reason, REASON_INSTANCE_TYPE_NOT_FOUND);
     }
 }

@@ -32,7 +32,9 @@ use super::{
     Caches, MANAGER,
     build::{self, DeploymentPlan, ServedModel},
     cached::{DeploymentSummary, PodSummary},
-    status::{self, Observed, REASON_INSTANCE_TYPE_NOT_FOUND, REASON_INVALID_SPEC, REASON_NAME_CONFLICT},
+    status::{
+        self, Observed, REASON_FORBIDDEN, REASON_INSTANCE_TYPE_NOT_FOUND, REASON_INVALID_SPEC, REASON_NAME_CONFLICT,
+    },
 };
 use crate::{
     api::{
@@ -67,11 +69,13 @@ pub const REPLICAS_HANDOVER_MANAGER: &str = "atrium-modeldeployment-handover";
 /// and until then routers may still send it requests.
 pub const ROUTER_CONFIG_PROPAGATION: Duration = Duration::from_secs(90);
 
+/// How soon children refused by a quota or policy (403) are tried again.
+const FORBIDDEN_RETRY: Duration = Duration::from_secs(60);
+
 fn problem(reason: &str, message: String) -> DeploymentFailure {
     DeploymentFailure { reason: Some(reason.to_owned()), message: Some(message) }
 }
 
-/// The children of one endpoint in a cache.
 /// The children in `namespace` of the endpoint with `uid`; the names that other endpoints'
 /// children of the same kind hold there go into `taken`.
 fn owned<K: Resource<DynamicType = ()> + Clone>(
@@ -205,8 +209,9 @@ enum Outcome {
     Unchanged,
     /// Its name is taken by another endpoint's child: left alone.
     Conflict(String),
-    /// The API server refused it (a spec the schema could not catch).
-    Refused(String),
+    /// The API server refused it: a spec the schema could not catch (`InvalidSpec`), or a
+    /// ResourceQuota or admission policy (403, `Forbidden`).
+    Refused(&'static str, String),
 }
 
 /// Applies children of one endpoint, collecting what could not be applied.
@@ -238,8 +243,9 @@ impl Applier<'_> {
         match apply(&api, MANAGER, desired, live).await {
             Ok(true) => Ok(Outcome::Written),
             Ok(false) => Ok(Outcome::Unchanged),
-            Err(kube::Error::Api(s)) if s.code == 400 || s.code == 422 => {
-                Ok(Outcome::Refused(format!("the API server refused {kind} {name:?}: {}", s.message)))
+            Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
+                let reason = if s.code == 403 { REASON_FORBIDDEN } else { REASON_INVALID_SPEC };
+                Ok(Outcome::Refused(reason, format!("the API server refused {kind} {name:?}: {}", s.message)))
             }
             Err(e) => Err(e.into()),
         }
@@ -277,12 +283,12 @@ fn record(
             blocked.push((REASON_NAME_CONFLICT.to_owned(), message));
             false
         }
-        Outcome::Refused(message) => {
+        Outcome::Refused(reason, message) => {
             match deployment {
                 Some(d) => {
-                    problems.entry(d.to_owned()).or_insert_with(|| problem(REASON_INVALID_SPEC, message));
+                    problems.entry(d.to_owned()).or_insert_with(|| problem(reason, message));
                 }
-                None => blocked.push((REASON_INVALID_SPEC.to_owned(), message)),
+                None => blocked.push((reason.to_owned(), message)),
             }
             false
         }
@@ -391,6 +397,10 @@ pub(super) async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>, cache
         ensure_keys(&md, &ctx, &caches, ns, &uid, &mut blocked).await?;
     }
     let draining = prune_children(&ctx.client, &md, &children, &live, &problems, wrote_config).await?;
+    // A refusal by quota or policy is tried again after a while: nothing watched announces a
+    // quota raised or a policy changed.
+    let forbidden = blocked.iter().any(|(reason, _)| reason == REASON_FORBIDDEN)
+        || problems.values().any(|p| p.reason.as_deref() == Some(REASON_FORBIDDEN));
 
     // Status, from the live children.
     let live_per_deployment: Vec<_> =
@@ -447,10 +457,10 @@ pub(super) async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>, cache
     // A removed deployment still draining is pruned once routers have the new configuration; a
     // progress-only status is written once it settles.
     let draining = draining.map(|wait| wait + Duration::from_secs(1));
-    Ok(match (draining, settling) {
-        (Some(a), Some(b)) => Action::requeue(a.min(b)),
-        (Some(wait), None) | (None, Some(wait)) => Action::requeue(wait),
-        (None, None) => Action::await_change(),
+    let retry_forbidden = forbidden.then_some(FORBIDDEN_RETRY);
+    Ok(match draining.into_iter().chain(settling).chain(retry_forbidden).min() {
+        Some(wait) => Action::requeue(wait),
+        None => Action::await_change(),
     })
 }
 

@@ -52,6 +52,9 @@ pub const REASON_NAME_CONFLICT: &str = "NameConflict";
 pub const REASON_INSTANCE_TYPE_NOT_FOUND: &str = "InstanceTypeNotFound";
 /// The API server refused a child built from the spec (for example an invalid env entry).
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+/// The API server refused a child as forbidden: a ResourceQuota it would exceed (say
+/// `services.loadbalancers`), or an admission policy.
+pub const REASON_FORBIDDEN: &str = "Forbidden";
 
 /// Container waiting reasons that mean the container cannot run, as the kubelet reports them.
 const WAITING_FAILURES: [&str; 8] = [
