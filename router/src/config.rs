@@ -73,6 +73,13 @@ pub struct Backend {
     pub max_queue_wait_ms: u64,
 }
 
+/// Whether `path` can be sent as the path of a request: starts with `/`, parses as a request
+/// target, and has no query or fragment (`/score` requests keep their own query).
+fn is_url_path(path: &str) -> bool {
+    path.starts_with('/')
+        && http::uri::PathAndQuery::try_from(path).is_ok_and(|pq| pq.query().is_none() && pq.as_str() == path)
+}
+
 fn default_scoring_path() -> String {
     "/score".to_owned()
 }
@@ -112,8 +119,8 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A deployment's scoring path does not start with `/`.
-    #[error("deployment {name:?}: scoringPath {path:?} must start with '/'")]
+    /// A deployment's scoring path is not a URL path.
+    #[error("deployment {name:?}: scoringPath {path:?} must be a URL path: '/' and then no spaces, '?' or '#'")]
     InvalidScoringPath {
         /// The deployment.
         name: String,
@@ -205,7 +212,7 @@ impl Backend {
             url: self.url.clone(),
             reason,
         })?;
-        if !self.scoring_path.starts_with('/') {
+        if !is_url_path(&self.scoring_path) {
             return Err(ConfigError::InvalidScoringPath { name: self.name.clone(), path: self.scoring_path.clone() });
         }
         if self.request_timeout_ms == 0 {
@@ -327,9 +334,16 @@ mod tests {
             assert!(matches!(c.validate(), Err(ConfigError::InvalidUrl { .. })), "{url} should be refused");
         }
 
-        let mut c = config(&[("blue", 100)], &[]);
-        c.deployments[0].scoring_path = "score".into();
-        assert!(matches!(c.validate(), Err(ConfigError::InvalidScoringPath { .. })));
+        for path in ["score", "/my score", "/score?x=1", "/score#top", "/a\tb"] {
+            let mut c = config(&[("blue", 100)], &[]);
+            c.deployments[0].scoring_path = path.into();
+            assert!(matches!(c.validate(), Err(ConfigError::InvalidScoringPath { .. })), "{path:?} should be refused");
+        }
+        for path in ["/", "/score", "/v1/models/iris:predict", "/api/%20x"] {
+            let mut c = config(&[("blue", 100)], &[]);
+            c.deployments[0].scoring_path = path.into();
+            assert_eq!(c.validate(), Ok(()), "{path:?}");
+        }
 
         let mut c = config(&[("blue", 100)], &[]);
         c.deployments[0].request_timeout_ms = 0;

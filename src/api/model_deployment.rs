@@ -354,7 +354,8 @@ pub struct Runtime {
     /// HTTP path that scoring requests are sent to, overriding the runtime's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("self.startsWith('/')").message("must be a URL path starting with '/'"))]
+    #[x_kube(validation = Rule::new("self.matches('^/[!-~]*$') && !self.contains('?') && !self.contains('#')")
+        .message("must be a URL path: '/' and then printable ASCII without spaces, '?' or '#' (percent-encode anything else)"))]
     pub scoring_path: Option<String>,
 }
 

@@ -89,6 +89,19 @@ async fn invalid_manifests_are_rejected_with_readable_messages() {
             &["name"],
         ),
         (
+            "a scoring path with a space",
+            &deps,
+            obj(
+                "ModelDeployment",
+                "path",
+                json!({ "deployments": [{
+                    "name": "blue", "model": { "name": "iris", "version": 1 }, "code": { "configMap": "score" },
+                    "runtime": { "scoringPath": "/my score" }
+                }] }),
+            ),
+            &["scoringPath", "URL path"],
+        ),
+        (
             "an unknown auth mode",
             &deps,
             obj("ModelDeployment", "auth", json!({ "authMode": "Token", "deployments": [deployment("blue")] })),
