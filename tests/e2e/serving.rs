@@ -534,10 +534,26 @@ async fn an_endpoint_never_takes_over_a_name_another_endpoint_holds() {
     let service: Service = s.get("a-b").await.unwrap();
     assert_eq!(service.labels()["atrium.dev/owner-uid"], a_uid, "the Service is still a's");
     assert_eq!(service.spec.unwrap().selector, selector, "and still selects a's pods");
-    let deployment: Deployment = s.get("a-b").await.unwrap();
-    assert_eq!(deployment.labels()["atrium.dev/owner-uid"], a_uid);
+    let model_server: Deployment = s.get("a-b").await.unwrap();
+    assert_eq!(model_server.labels()["atrium.dev/owner-uid"], a_uid);
     let a = s.ready("a").await;
     assert!(a.is_ready());
+
+    // A Service of the user's, not made by Atrium, is not taken over either.
+    let theirs: Service = serde_json::from_value(json!({
+        "metadata": { "name": "mine", "labels": { "team": "a" } },
+        "spec": { "selector": { "app": "legacy" }, "ports": [{ "port": 8080 }] }
+    }))
+    .unwrap();
+    s.ns.api::<Service>().create(&PostParams::default(), &theirs).await.unwrap();
+    s.endpoint("mine", json!({ "deployments": [deployment("blue")] })).await;
+    let md =
+        s.wait_endpoint("mine", "mine to report NameConflict", |md| ready_reason(md) == Some("NameConflict")).await;
+    let message = &md.condition("Ready").unwrap().message;
+    assert!(message.contains("\"mine\" already exists and is not one of this endpoint's objects"), "{message}");
+    let service: Service = s.get("mine").await.unwrap();
+    assert_eq!(service.labels().get("atrium.dev/owner-uid"), None, "left as the user made it");
+    assert_eq!(service.spec.unwrap().selector.unwrap()["app"], "legacy");
 }
 
 #[tokio::test]

@@ -221,6 +221,8 @@ struct Applier<'a> {
     /// Names other endpoints' children hold: never applied over (a forced apply would take the
     /// object over, and point its Service at this endpoint's pods).
     taken: &'a Taken,
+    /// The endpoint's uid, as its children's `atrium.dev/owner-uid` label carries it.
+    uid: &'a str,
 }
 
 impl Applier<'_> {
@@ -240,6 +242,17 @@ impl Applier<'_> {
             )));
         }
         let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        // Not in the caches, which hold Atrium's children only: an object of the user's may have
+        // the name. Read it before applying (once per new child).
+        if live.is_none()
+            && let Some(existing) = api.get_metadata_opt(&name).await?
+            && existing.labels().get(OWNER_UID).map(String::as_str) != Some(self.uid)
+        {
+            return Ok(Outcome::Conflict(format!(
+                "{kind} {name:?} already exists and is not one of this endpoint's objects; rename this endpoint, \
+                 or delete or rename that {kind}"
+            )));
+        }
         match apply(&api, MANAGER, desired, live).await {
             Ok(true) => Ok(Outcome::Written),
             Ok(false) => Ok(Outcome::Unchanged),
@@ -390,7 +403,7 @@ pub(super) async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>, cache
     let children = build::desired_children(&md, &plans, &config, &caches.images, service_account.as_deref());
 
     // Apply, then prune.
-    let applier = Applier { client: ctx.client.clone(), namespace: ns, taken: &live.taken };
+    let applier = Applier { client: ctx.client.clone(), namespace: ns, taken: &live.taken, uid: &uid };
     let mut blocked = Vec::new();
     let wrote_config = apply_children(&applier, &md, &children, &live, &mut problems, &mut blocked).await?;
     if md.spec.auth_mode == AuthMode::Key {
