@@ -76,32 +76,15 @@ fn problem(reason: &str, message: String) -> DeploymentFailure {
     DeploymentFailure { reason: Some(reason.to_owned()), message: Some(message) }
 }
 
-/// The children in `namespace` of the endpoint with `uid`; the names that other endpoints'
-/// children of the same kind hold there go into `taken`.
-fn owned<K: Resource<DynamicType = ()> + Clone>(
-    all: Vec<Arc<K>>,
-    namespace: &str,
-    uid: &str,
-    taken: &mut Taken,
-) -> Vec<Arc<K>> {
-    let kind = K::kind(&()).into_owned();
+/// The children of one endpoint in a cache.
+fn owned<K: Resource + Clone>(all: Vec<Arc<K>>, namespace: &str, uid: &str) -> Vec<Arc<K>> {
     all.into_iter()
-        .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
         .filter(|o| {
-            let labels = o.labels();
-            if labels.get(OWNER_UID).map(String::as_str) == Some(uid) {
-                return true;
-            }
-            let owner = |key: &str| labels.get(key).cloned().unwrap_or_default();
-            taken.insert((kind.clone(), o.name_any()), (owner(OWNER_KIND), owner(OWNER_NAME)));
-            false
+            o.meta().namespace.as_deref() == Some(namespace)
+                && o.labels().get(OWNER_UID).map(String::as_str) == Some(uid)
         })
         .collect()
 }
-
-/// Names in the namespace held by other endpoints' children: (kind, name) → (owner kind, owner
-/// name), from their labels.
-type Taken = BTreeMap<(String, String), (String, String)>;
 
 fn by_name<K: Resource>(objects: &[Arc<K>], name: &str) -> Option<Arc<K>> {
     objects.iter().find(|o| o.meta().name.as_deref() == Some(name)).cloned()
@@ -218,9 +201,6 @@ enum Outcome {
 struct Applier<'a> {
     client: Client,
     namespace: &'a str,
-    /// Names other endpoints' children hold: never applied over (a forced apply would take the
-    /// object over, and point its Service at this endpoint's pods).
-    taken: &'a Taken,
     /// The endpoint's uid, as its children's `atrium.dev/owner-uid` label carries it.
     uid: &'a str,
 }
@@ -234,24 +214,25 @@ impl Applier<'_> {
     {
         let kind = K::kind(&());
         let name = desired.name_any();
-        if live.is_none()
-            && let Some((owner_kind, owner)) = self.taken.get(&(kind.to_string(), name.clone()))
-        {
-            return Ok(Outcome::Conflict(format!(
-                "{kind} {name:?} already belongs to {owner_kind} {owner:?}; rename this endpoint or that deployment"
-            )));
-        }
         let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
-        // Not in the caches, which hold Atrium's children only: an object of the user's may have
-        // the name. Read it before applying (once per new child).
+        // Not among the endpoint's own children: the name may be another endpoint's child, or an
+        // object Atrium did not make, which a forced apply would take over. Read it before the
+        // first apply (one read per new child).
         if live.is_none()
             && let Some(existing) = api.get_metadata_opt(&name).await?
-            && existing.labels().get(OWNER_UID).map(String::as_str) != Some(self.uid)
         {
-            return Ok(Outcome::Conflict(format!(
-                "{kind} {name:?} already exists and is not one of this endpoint's objects; rename this endpoint, \
-                 or delete or rename that {kind}"
-            )));
+            let labels = existing.labels();
+            if labels.get(OWNER_UID).map(String::as_str) != Some(self.uid) {
+                return Ok(Outcome::Conflict(match (labels.get(OWNER_KIND), labels.get(OWNER_NAME)) {
+                    (Some(owner_kind), Some(owner)) => format!(
+                        "{kind} {name:?} already belongs to {owner_kind} {owner:?}; rename this endpoint or that deployment"
+                    ),
+                    _ => format!(
+                        "{kind} {name:?} already exists and is not one of this endpoint's objects; rename this \
+                         endpoint, or delete or rename that {kind}"
+                    ),
+                }));
+            }
         }
         match apply(&api, MANAGER, desired, live).await {
             Ok(true) => Ok(Outcome::Written),
@@ -322,21 +303,17 @@ struct Live {
     autoscalers: Vec<Arc<PartialObjectMeta<HorizontalPodAutoscaler>>>,
     disruption_budgets: Vec<Arc<PartialObjectMeta<PodDisruptionBudget>>>,
     pods: Vec<Arc<PodSummary>>,
-    /// Names held by other endpoints' children in the namespace.
-    taken: Taken,
 }
 
 impl Live {
     fn read(caches: &Caches, namespace: &str, uid: &str) -> Self {
-        let mut taken = Taken::new();
         Self {
-            deployments: owned(caches.deployments.store().state(), namespace, uid, &mut taken),
-            services: owned(caches.services.store().state(), namespace, uid, &mut taken),
-            config_maps: owned(caches.config_maps.store().state(), namespace, uid, &mut taken),
-            autoscalers: owned(caches.autoscalers.store().state(), namespace, uid, &mut taken),
-            disruption_budgets: owned(caches.disruption_budgets.store().state(), namespace, uid, &mut taken),
-            pods: owned(caches.pods.store().state(), namespace, uid, &mut taken),
-            taken,
+            deployments: owned(caches.deployments.store().state(), namespace, uid),
+            services: owned(caches.services.store().state(), namespace, uid),
+            config_maps: owned(caches.config_maps.store().state(), namespace, uid),
+            autoscalers: owned(caches.autoscalers.store().state(), namespace, uid),
+            disruption_budgets: owned(caches.disruption_budgets.store().state(), namespace, uid),
+            pods: owned(caches.pods.store().state(), namespace, uid),
         }
     }
 
@@ -403,7 +380,7 @@ pub(super) async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>, cache
     let children = build::desired_children(&md, &plans, &config, &caches.images, service_account.as_deref());
 
     // Apply, then prune.
-    let applier = Applier { client: ctx.client.clone(), namespace: ns, taken: &live.taken, uid: &uid };
+    let applier = Applier { client: ctx.client.clone(), namespace: ns, uid: &uid };
     let mut blocked = Vec::new();
     let wrote_config = apply_children(&applier, &md, &children, &live, &mut problems, &mut blocked).await?;
     if md.spec.auth_mode == AuthMode::Key {
