@@ -101,7 +101,10 @@ impl Router {
                 delay_s = options.shutdown_delay.as_secs_f64(),
                 "shutdown requested: not ready; still accepting connections for the shutdown delay"
             );
-            tokio::time::sleep(options.shutdown_delay).await;
+            // Without a delay, stop at once: no await between failing readiness and closing.
+            if !options.shutdown_delay.is_zero() {
+                tokio::time::sleep(options.shutdown_delay).await;
+            }
         };
         tokio::pin!(stop_accepting);
         loop {
